@@ -1,0 +1,289 @@
+/**
+ * The cryptographic primitives of the WireGuard paper (section 5.4), named as the paper names them, over the
+ * audited noble libraries. Nothing here reads a clock or an RNG of its own: both are passed in.
+ * @module
+ */
+import { x25519 } from "@noble/curves/ed25519.js";
+import { blake2s } from "@noble/hashes/blake2.js";
+import { hmac } from "@noble/hashes/hmac.js";
+import { chacha20, xchacha20poly1305 } from "@noble/ciphers/chacha.js";
+import { Poly1305 } from "@noble/ciphers/_poly1305.js";
+import { NOISE_AUTHTAG_LEN, NOISE_HASH_LEN, NOISE_PUBLIC_KEY_LEN, NOISE_TIMESTAMP_LEN } from "./messages.ts";
+
+/** Fills `out` with cryptographically secure random bytes. Injected so tests can be deterministic. */
+export type Rng = (out: Uint8Array) => void;
+
+/** Clamps a Curve25519 private key in place, as `wg genkey` does (RFC 7748 section 5). */
+export function clampPrivateKey(k: Uint8Array): Uint8Array {
+  k[0]! &= 248;
+  k[31] = (k[31]! & 127) | 64;
+  return k;
+}
+
+/** DH-Generate(): a fresh clamped private key. */
+export function dhGenerate(rng: Rng): Uint8Array {
+  const k = new Uint8Array(NOISE_PUBLIC_KEY_LEN);
+  rng(k);
+  return clampPrivateKey(k);
+}
+
+/** The public key of a private key. */
+export function dhPublic(privateKey: Uint8Array): Uint8Array {
+  return x25519.getPublicKey(privateKey);
+}
+
+/**
+ * DH(private, public): X25519. Returns null when the result is all zeros (a low-order public key), which the
+ * kernel rejects so that a peer cannot force a known shared secret.
+ */
+export function dh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array | null {
+  try {
+    const s = x25519.getSharedSecret(privateKey, publicKey);
+    return isZero(s) ? null : s;
+  } catch {
+    // noble throws on an all-zero shared secret and on malformed keys; both mean "no DH".
+    return null;
+  }
+}
+
+/** HASH(input): BLAKE2s-256 over the concatenation of the inputs. */
+export function hash(...inputs: Uint8Array[]): Uint8Array {
+  const h = blake2s.create();
+  for (const i of inputs) h.update(i);
+  return h.digest();
+}
+
+/** MAC(key, input): keyed BLAKE2s with a 128-bit output. */
+export function mac(key: Uint8Array, input: Uint8Array): Uint8Array {
+  return blake2s(input, { key, dkLen: 16 });
+}
+
+/** HMAC(key, input): HMAC-BLAKE2s-256 (RFC 2104). */
+export function hmacBlake2s(key: Uint8Array, input: Uint8Array): Uint8Array {
+  return hmac(blake2s, key, input);
+}
+
+/** KDF_n(key, input): HKDF (RFC 5869) with HMAC-BLAKE2s, returning n 32-byte outputs. */
+function kdf(n: 1 | 2 | 3, key: Uint8Array, input: Uint8Array): Uint8Array[] {
+  const t0 = hmacBlake2s(key, input);
+  const out: Uint8Array[] = [];
+  let prev = new Uint8Array(0);
+  for (let i = 1; i <= n; i++) {
+    const block = new Uint8Array(prev.length + 1);
+    block.set(prev);
+    block[prev.length] = i;
+    prev = hmacBlake2s(t0, block);
+    out.push(prev);
+  }
+  t0.fill(0);
+  return out;
+}
+
+export function kdf1(key: Uint8Array, input: Uint8Array): Uint8Array {
+  return kdf(1, key, input)[0]!;
+}
+
+export function kdf2(key: Uint8Array, input: Uint8Array): [Uint8Array, Uint8Array] {
+  const [a, b] = kdf(2, key, input);
+  return [a!, b!];
+}
+
+export function kdf3(key: Uint8Array, input: Uint8Array): [Uint8Array, Uint8Array, Uint8Array] {
+  const [a, b, c] = kdf(3, key, input);
+  return [a!, b!, c!];
+}
+
+// ---- AEAD: ChaCha20-Poly1305 (RFC 8439) with the paper's 64-bit little-endian counter nonce ----
+
+const POLY_KEY_ZEROS = new Uint8Array(32);
+const polyKey = new Uint8Array(32);
+const nonce12 = new Uint8Array(12);
+const lengths = new Uint8Array(16);
+const PAD = new Uint8Array(16);
+const tagScratch = new Uint8Array(NOISE_AUTHTAG_LEN);
+
+/** The nonce is 32 zero bits followed by the counter as a 64-bit little-endian integer (paper 5.4.6). */
+function setNonce(counterLo: number, counterHi: number): void {
+  nonce12[4] = counterLo & 0xff;
+  nonce12[5] = (counterLo >>> 8) & 0xff;
+  nonce12[6] = (counterLo >>> 16) & 0xff;
+  nonce12[7] = (counterLo >>> 24) & 0xff;
+  nonce12[8] = counterHi & 0xff;
+  nonce12[9] = (counterHi >>> 8) & 0xff;
+  nonce12[10] = (counterHi >>> 16) & 0xff;
+  nonce12[11] = (counterHi >>> 24) & 0xff;
+}
+
+function writeLen64(off: number, n: number): void {
+  // Lengths here are below 2^32, so the high word is zero.
+  lengths[off] = n & 0xff;
+  lengths[off + 1] = (n >>> 8) & 0xff;
+  lengths[off + 2] = (n >>> 16) & 0xff;
+  lengths[off + 3] = (n >>> 24) & 0xff;
+  lengths[off + 4] =
+    lengths[off + 5] =
+    lengths[off + 6] =
+    lengths[off + 7] =
+      0;
+}
+
+/** The RFC 8439 section 2.8 tag over AD and ciphertext, written into `out`. */
+function poly1305Tag(key: Uint8Array, ad: Uint8Array, ct: Uint8Array, out: Uint8Array): void {
+  chacha20(key, nonce12, POLY_KEY_ZEROS, polyKey, 0);
+  const p = new Poly1305(polyKey);
+  p.update(ad);
+  if (ad.length % 16) p.update(PAD.subarray(0, 16 - (ad.length % 16)));
+  p.update(ct);
+  if (ct.length % 16) p.update(PAD.subarray(0, 16 - (ct.length % 16)));
+  writeLen64(0, ad.length);
+  writeLen64(8, ct.length);
+  p.update(lengths);
+  p.digestInto(out);
+  polyKey.fill(0);
+}
+
+/**
+ * The AEAD used for transport data, in place: the hot path encrypts and decrypts inside the caller's buffer.
+ * Two backends implement it (pure TypeScript here, native through FFI elsewhere); both pass the same vectors.
+ */
+export interface TransportAead {
+  readonly name: string;
+  /** Encrypts `buf[off, off+len)` in place and writes the 16-byte tag right after it. */
+  seal(
+    key: Uint8Array,
+    counterLo: number,
+    counterHi: number,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+  ): void;
+  /** Authenticates and decrypts `buf[off, off+len)` (tag included) in place; false if the tag is wrong. */
+  open(
+    key: Uint8Array,
+    counterLo: number,
+    counterHi: number,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+  ): boolean;
+}
+
+const NO_AD = new Uint8Array(0);
+
+/** ChaCha20-Poly1305 in pure TypeScript (noble), always available. */
+export const nobleAead: TransportAead = {
+  name: "noble",
+  seal(key, counterLo, counterHi, buf, off, len) {
+    setNonce(counterLo, counterHi);
+    const data = buf.subarray(off, off + len);
+    if (len > 0) chacha20(key, nonce12, data, data, 1);
+    poly1305Tag(key, NO_AD, data, buf.subarray(off + len, off + len + NOISE_AUTHTAG_LEN));
+  },
+  open(key, counterLo, counterHi, buf, off, len) {
+    if (len < NOISE_AUTHTAG_LEN) return false;
+    setNonce(counterLo, counterHi);
+    const ctLen = len - NOISE_AUTHTAG_LEN;
+    const data = buf.subarray(off, off + ctLen);
+    poly1305Tag(key, NO_AD, data, tagScratch);
+    if (!equalConstantTime(tagScratch, buf.subarray(off + ctLen, off + len))) return false;
+    if (ctLen > 0) chacha20(key, nonce12, data, data, 1);
+    return true;
+  },
+};
+
+/** AEAD(key, counter, plain, authtext) for handshake messages: returns a new ciphertext with its tag. */
+export function aeadEncrypt(key: Uint8Array, counter: number, plain: Uint8Array, ad: Uint8Array): Uint8Array {
+  setNonce(counter >>> 0, Math.floor(counter / 2 ** 32));
+  const out = new Uint8Array(plain.length + NOISE_AUTHTAG_LEN);
+  const ct = out.subarray(0, plain.length);
+  if (plain.length > 0) chacha20(key, nonce12, plain, ct, 1);
+  poly1305Tag(key, ad, ct, out.subarray(plain.length));
+  return out;
+}
+
+/** The inverse of aeadEncrypt; null when the ciphertext or authtext was tampered with. */
+export function aeadDecrypt(
+  key: Uint8Array,
+  counter: number,
+  sealed: Uint8Array,
+  ad: Uint8Array,
+): Uint8Array | null {
+  if (sealed.length < NOISE_AUTHTAG_LEN) return null;
+  setNonce(counter >>> 0, Math.floor(counter / 2 ** 32));
+  const ctLen = sealed.length - NOISE_AUTHTAG_LEN;
+  const ct = sealed.subarray(0, ctLen);
+  poly1305Tag(key, ad, ct, tagScratch);
+  if (!equalConstantTime(tagScratch, sealed.subarray(ctLen))) return null;
+  const out = new Uint8Array(ctLen);
+  if (ctLen > 0) chacha20(key, nonce12, ct, out, 1);
+  return out;
+}
+
+/** XAEAD(key, nonce, plain, authtext): XChaCha20-Poly1305 with a 24-byte random nonce (cookie replies). */
+export function xaeadEncrypt(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plain: Uint8Array,
+  ad: Uint8Array,
+): Uint8Array {
+  return xchacha20poly1305(key, nonce, ad).encrypt(plain);
+}
+
+export function xaeadDecrypt(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+  ad: Uint8Array,
+): Uint8Array | null {
+  try {
+    return xchacha20poly1305(key, nonce, ad).decrypt(sealed);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * TAI64N(): 12 bytes, big-endian seconds since 1970 offset by 2^62, then big-endian nanoseconds. Like the
+ * kernel we round the nanoseconds down (here to the millisecond our clock gives) so the timestamp does not
+ * leak the fine-grained clock.
+ */
+export function tai64n(wallMs: number): Uint8Array {
+  const out = new Uint8Array(NOISE_TIMESTAMP_LEN);
+  const secs = Math.floor(wallMs / 1000);
+  const nanos = Math.floor(wallMs - secs * 1000) * 1_000_000;
+  const v = new DataView(out.buffer);
+  // 2^62 + secs: the high word carries 0x40000000 plus the seconds above 2^32.
+  v.setUint32(0, 0x40000000 + Math.floor(secs / 2 ** 32));
+  v.setUint32(4, secs >>> 0);
+  v.setUint32(8, nanos);
+  return out;
+}
+
+/** True when `a` is a strictly later TAI64N timestamp than `b` (big-endian byte order compares as numbers). */
+export function tai64nAfter(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < NOISE_TIMESTAMP_LEN; i++) {
+    if (a[i] !== b[i]) return a[i]! > b[i]!;
+  }
+  return false;
+}
+
+/** Compares two byte strings without an early exit, so the time taken does not reveal where they differ. */
+export function equalConstantTime(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
+  return d === 0;
+}
+
+export function isZero(a: Uint8Array): boolean {
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i]!;
+  return d === 0;
+}
+
+/** Overwrites secrets once they are no longer needed (the kernel's memzero_explicit). */
+export function zero(...arrays: (Uint8Array | null | undefined)[]): void {
+  for (const a of arrays) a?.fill(0);
+}
+
+export const HASH_LEN = NOISE_HASH_LEN;
