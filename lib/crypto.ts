@@ -67,7 +67,7 @@ export function hmacBlake2s(key: Uint8Array, input: Uint8Array): Uint8Array {
 function kdf(n: 1 | 2 | 3, key: Uint8Array, input: Uint8Array): Uint8Array[] {
   const t0 = hmacBlake2s(key, input);
   const out: Uint8Array[] = [];
-  let prev = new Uint8Array(0);
+  let prev: Uint8Array = new Uint8Array(0);
   for (let i = 1; i <= n; i++) {
     const block = new Uint8Array(prev.length + 1);
     block.set(prev);
