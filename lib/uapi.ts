@@ -1,0 +1,628 @@
+/**
+ * The cross-platform configuration protocol ("UAPI", https://www.wireguard.com/xplatform/): the text that
+ * `wg(8)` exchanges with a userspace implementation over `/var/run/wireguard/IFNAME.sock`.
+ *
+ * A request is `get=1` and a blank line, or `set=1`, `key=value` lines and a blank line. A get reply is the
+ * `key=value` lines of the configuration; every reply ends with `errno=N` and a blank line. This module only
+ * turns text into values and back: the device applies a {@link DeviceUpdate} and describes itself as a
+ * {@link DeviceInfo}, and the CLI uses the same functions from the client side.
+ *
+ * Each key is handled as wireguard-go handles it (device/uapi.go), with one deliberate difference: a set
+ * request is parsed completely before anything is applied, so a bad line anywhere leaves the configuration
+ * unchanged. wireguard-go applies each line as it reads it and stops at the first bad one.
+ * @module
+ */
+
+import { type Cidr, type Endpoint, formatCidr, parseCidr, parseEndpoint } from "./ip.ts";
+import { NOISE_PUBLIC_KEY_LEN } from "./messages.ts";
+
+// ---- Errno values (Linux <errno.h>) ----
+// wireguard-go ipc/uapi_unix.go: IpcErrorIO = -EIO, IpcErrorProtocol = -EPROTO, IpcErrorInvalid = -EINVAL,
+// IpcErrorPortInUse = -EADDRINUSE, IpcErrorUnknown = -55 ("ENOANO"). Results here carry the positive number;
+// formatErrno() writes it negated, as wireguard-go does and as wg(8) expects: after a set it reads
+// `errno=%d` into ret and sets `errno = -ret` (wireguard-tools src/ipc-uapi.h).
+
+/** Writing the reply failed. */
+export const EIO = 5;
+/** A value is malformed, or a key is unknown or not allowed where it appears. */
+export const EINVAL = 22;
+/** wireguard-go's code for an error it cannot classify. */
+export const ENOANO = 55;
+/** The request is not the protocol: an unknown operation, or a line without `=`. */
+export const EPROTO = 71;
+/** The listen port cannot be bound (wireguard-go also uses it when setting the fwmark fails). */
+export const EADDRINUSE = 98;
+
+// ---- Types the device implements ----
+
+/** One `public_key=` section of a set request. */
+export interface PeerUpdate {
+  /** 32 bytes. */
+  publicKey: Uint8Array;
+  /** `remove=true`: delete the peer (the other fields of the section are then ignored). */
+  remove: boolean;
+  /** `update_only=true`: change the peer only if it already exists, never create it. */
+  updateOnly: boolean;
+  /** 32 bytes; all-zero means "remove the preshared key". */
+  presharedKey?: Uint8Array;
+  endpoint?: Endpoint;
+  /** Seconds, 0 = off, at most 65535. */
+  persistentKeepalive?: number;
+  /** `replace_allowed_ips=true`: drop the peer's allowed IPs before adding `allowedIps`. */
+  replaceAllowedIps: boolean;
+  /** Prefixes to add, in order. Those given before `replace_allowed_ips` in the section are already left out. */
+  allowedIps: Cidr[];
+}
+
+/** A whole set request. Peers appear in request order; the same key may appear in several sections. */
+export interface DeviceUpdate {
+  /** All-zero means "remove the private key". */
+  privateKey?: Uint8Array;
+  /** 0 means "pick a free port". */
+  listenPort?: number;
+  /** 0 = off. */
+  fwmark?: number;
+  /** `replace_peers=true`: remove every peer before applying `peers`. */
+  replacePeers: boolean;
+  peers: PeerUpdate[];
+}
+
+export interface PeerInfo {
+  publicKey: Uint8Array;
+  presharedKey: Uint8Array | null;
+  endpoint: Endpoint | null;
+  persistentKeepalive: number;
+  /** Wall clock, milliseconds since the epoch; 0 = never. */
+  lastHandshakeMs: number;
+  rxBytes: number;
+  txBytes: number;
+  allowedIps: Cidr[];
+}
+
+export interface DeviceInfo {
+  privateKey: Uint8Array | null;
+  /** 0 = not bound. */
+  listenPort: number;
+  /** 0 = off. */
+  fwmark: number;
+  peers: PeerInfo[];
+}
+
+/** A value, or the errno (positive, Linux numbering) and a message for the log. */
+export type UapiResult<T> = { ok: true; value: T } | { ok: false; errno: number; message: string };
+type UapiError = { ok: false; errno: number; message: string };
+
+// ---- set ----
+
+const DEVICE_KEYS = new Set(["private_key", "listen_port", "fwmark", "replace_peers"]);
+const PEER_KEYS = new Set([
+  "public_key",
+  "remove",
+  "update_only",
+  "preshared_key",
+  "endpoint",
+  "persistent_keepalive_interval",
+  "replace_allowed_ips",
+  "allowed_ip",
+  "protocol_version",
+]);
+
+/**
+ * Parses the body of a set request: the lines after `set=1`, up to the blank line that ends the request
+ * (which may be included). Lines before the first `public_key` configure the device; each `public_key` starts
+ * a peer section. Never throws.
+ *
+ * @param body `key=value` lines separated by `\n`
+ * @returns the whole update, or the errno of the first bad line: EPROTO for a line without `=`, EINVAL for
+ *   everything else (as wireguard-go)
+ * @example
+ * ```ts
+ * const r = parseSet("listen_port=51820\nreplace_peers=true\n");
+ * if (r.ok) console.log(r.value.listenPort); // 51820
+ * ```
+ */
+export function parseSet(body: string): UapiResult<DeviceUpdate> {
+  const update: DeviceUpdate = { replacePeers: false, peers: [] };
+  let peer: PeerUpdate | null = null;
+  let ended = false;
+  const lines = body.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (line === "") {
+      ended = true; // the blank line that ends the request (or the split after the last newline)
+      continue;
+    }
+    const where = `Line ${i + 1}`;
+    if (ended) return fail(EPROTO, `${where}: text after the blank line that ends the request`);
+    const eq = line.indexOf("=");
+    if (eq < 0) return fail(EPROTO, `${where}: expected key=value, got ${quote(line)}`);
+    const key = line.slice(0, eq);
+    const value = line.slice(eq + 1);
+    if (key === "public_key") {
+      const publicKey = keyFromHex(value);
+      if (!publicKey) return fail(EINVAL, `${where}: public_key is not ${2 * KEY_LEN} hex digits`);
+      peer = { publicKey, remove: false, updateOnly: false, replaceAllowedIps: false, allowedIps: [] };
+      update.peers.push(peer);
+      continue;
+    }
+    const problem = peer ? peerLine(peer, key, value) : deviceLine(update, key, value);
+    if (problem) return fail(problem.errno, `${where}: ${problem.message}`);
+  }
+  return { ok: true, value: update };
+}
+
+function deviceLine(u: DeviceUpdate, key: string, value: string): UapiError | null {
+  switch (key) {
+    case "private_key": {
+      const k = keyFromHex(value);
+      if (!k) return fail(EINVAL, `private_key is not ${2 * KEY_LEN} hex digits`);
+      u.privateKey = k;
+      return null;
+    }
+    case "listen_port": {
+      const port = parseUint(value, 0xffff);
+      if (port === null) return fail(EINVAL, `invalid listen_port ${quote(value)}`);
+      u.listenPort = port;
+      return null;
+    }
+    case "fwmark": {
+      const mark = parseUint(value, 0xffffffff);
+      if (mark === null) return fail(EINVAL, `invalid fwmark ${quote(value)}`);
+      u.fwmark = mark;
+      return null;
+    }
+    case "replace_peers":
+      if (value !== "true") return fail(EINVAL, `invalid replace_peers ${quote(value)} (only "true")`);
+      u.replacePeers = true;
+      return null;
+  }
+  if (PEER_KEYS.has(key)) return fail(EINVAL, `peer key ${key} before any public_key`);
+  return fail(EINVAL, `invalid UAPI device key ${quote(key)}`);
+}
+
+function peerLine(p: PeerUpdate, key: string, value: string): UapiError | null {
+  switch (key) {
+    case "remove":
+      if (value !== "true") return fail(EINVAL, `invalid remove ${quote(value)} (only "true")`);
+      p.remove = true;
+      return null;
+    case "update_only":
+      if (value !== "true") return fail(EINVAL, `invalid update_only ${quote(value)} (only "true")`);
+      p.updateOnly = true;
+      return null;
+    case "preshared_key": {
+      const k = keyFromHex(value);
+      if (!k) return fail(EINVAL, `preshared_key is not ${2 * KEY_LEN} hex digits`);
+      p.presharedKey = k;
+      return null;
+    }
+    case "endpoint": {
+      const ep = parseEndpoint(value);
+      if (!ep) return fail(EINVAL, `invalid endpoint ${quote(value)} (IPv4:port or [IPv6]:port)`);
+      p.endpoint = ep;
+      return null;
+    }
+    case "persistent_keepalive_interval": {
+      const secs = parseUint(value, 0xffff);
+      if (secs === null) return fail(EINVAL, `invalid persistent_keepalive_interval ${quote(value)}`);
+      p.persistentKeepalive = secs;
+      return null;
+    }
+    case "replace_allowed_ips":
+      if (value !== "true") return fail(EINVAL, `invalid replace_allowed_ips ${quote(value)} (only "true")`);
+      // wireguard-go empties the peer's list when it reads this line, so earlier allowed_ip lines go too.
+      p.replaceAllowedIps = true;
+      p.allowedIps = [];
+      return null;
+    case "allowed_ip": {
+      const cidr = parseAllowedIp(value);
+      if (!cidr) return fail(EINVAL, `invalid allowed_ip ${quote(value)} (address/length)`);
+      p.allowedIps.push(cidr);
+      return null;
+    }
+    case "protocol_version":
+      if (value !== "1") return fail(EINVAL, `unsupported protocol_version ${quote(value)} (only "1")`);
+      return null;
+  }
+  if (DEVICE_KEYS.has(key)) return fail(EINVAL, `device key ${key} after a public_key`);
+  return fail(EINVAL, `invalid UAPI peer key ${quote(key)}`);
+}
+
+/**
+ * The body of a set request for `update`, in the order wg(8) writes it (wireguard-tools ipc-uapi.h), so that
+ * parseSet() gives `update` back. The caller frames it: `"set=1\n" + body + "\n"`.
+ */
+export function formatSet(update: DeviceUpdate): string {
+  let out = "";
+  if (update.privateKey) out += `private_key=${keyToHex(update.privateKey)}\n`;
+  if (update.listenPort !== undefined) out += `listen_port=${update.listenPort}\n`;
+  if (update.fwmark !== undefined) out += `fwmark=${update.fwmark}\n`;
+  if (update.replacePeers) out += "replace_peers=true\n";
+  for (const p of update.peers) {
+    out += `public_key=${keyToHex(p.publicKey)}\n`;
+    if (p.remove) out += "remove=true\n";
+    if (p.updateOnly) out += "update_only=true\n";
+    if (p.presharedKey) out += `preshared_key=${keyToHex(p.presharedKey)}\n`;
+    if (p.endpoint) out += `endpoint=${p.endpoint.toString()}\n`;
+    if (p.persistentKeepalive !== undefined) {
+      out += `persistent_keepalive_interval=${p.persistentKeepalive}\n`;
+    }
+    if (p.replaceAllowedIps) out += "replace_allowed_ips=true\n";
+    for (const c of p.allowedIps) out += `allowed_ip=${formatCidr(c)}\n`;
+  }
+  return out;
+}
+
+// ---- get ----
+
+/**
+ * The `key=value` lines of a get reply, without the closing `errno=0` and blank line. Order and conditions
+ * are wireguard-go's: private_key (if set), listen_port and fwmark (if nonzero), then per peer public_key,
+ * preshared_key (all zeros when there is none), protocol_version=1, endpoint (if known),
+ * last_handshake_time_sec/nsec, tx_bytes, rx_bytes, persistent_keepalive_interval and one allowed_ip per prefix.
+ */
+export function formatGet(info: DeviceInfo): string {
+  let out = "";
+  if (info.privateKey && !keyIsZero(info.privateKey)) out += `private_key=${keyToHex(info.privateKey)}\n`;
+  if (info.listenPort !== 0) out += `listen_port=${info.listenPort}\n`;
+  if (info.fwmark !== 0) out += `fwmark=${info.fwmark}\n`;
+  for (const p of info.peers) {
+    out += `public_key=${keyToHex(p.publicKey)}\n`;
+    out += `preshared_key=${keyToHex(p.presharedKey ?? ZERO_KEY)}\n`;
+    out += "protocol_version=1\n";
+    if (p.endpoint) out += `endpoint=${p.endpoint.toString()}\n`;
+    const ms = Math.max(0, p.lastHandshakeMs);
+    const sec = Math.floor(ms / 1000);
+    out += `last_handshake_time_sec=${decimal(sec)}\n`;
+    out += `last_handshake_time_nsec=${Math.min(999_999_999, Math.floor((ms - sec * 1000) * 1e6))}\n`;
+    out += `tx_bytes=${decimal(p.txBytes)}\n`;
+    out += `rx_bytes=${decimal(p.rxBytes)}\n`;
+    out += `persistent_keepalive_interval=${p.persistentKeepalive}\n`;
+    for (const c of p.allowedIps) out += `allowed_ip=${formatCidr(c)}\n`;
+  }
+  return out;
+}
+
+/**
+ * Parses a whole get reply (what follows `get=1`, up to and including `errno=N`), as a client such as the CLI
+ * receives it from typetun, wireguard-go or boringtun. Like wg(8), it ignores keys it does not know and reports
+ * EPROTO for a malformed value or a missing errno line; a nonzero errno comes back as the error.
+ */
+export function parseGet(reply: string): UapiResult<DeviceInfo> {
+  const info: DeviceInfo = { privateKey: null, listenPort: 0, fwmark: 0, peers: [] };
+  let peer: PeerInfo | null = null;
+  const lines = reply.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (line === "") break;
+    const eq = line.indexOf("=");
+    if (eq < 0) return fail(EPROTO, `Line ${i + 1}: expected key=value, got ${quote(line)}`);
+    const key = line.slice(0, eq);
+    const value = line.slice(eq + 1);
+    if (key === "errno") {
+      if (!/^-?[0-9]{1,10}$/.test(value)) return fail(EPROTO, `Line ${i + 1}: invalid errno ${quote(value)}`);
+      const errno = Math.abs(Number(value));
+      return errno === 0 ? { ok: true, value: info } : fail(errno, `The interface replied errno=${value}`);
+    }
+    let bad = false;
+    if (key === "public_key") {
+      const k = keyFromHex(value);
+      if (!k) bad = true;
+      else {
+        peer = {
+          publicKey: k,
+          presharedKey: null,
+          endpoint: null,
+          persistentKeepalive: 0,
+          lastHandshakeMs: 0,
+          rxBytes: 0,
+          txBytes: 0,
+          allowedIps: [],
+        };
+        info.peers.push(peer);
+      }
+    } else if (!peer) {
+      if (key === "private_key") {
+        const k = keyFromHex(value);
+        if (!k) bad = true;
+        else info.privateKey = keyIsZero(k) ? null : k;
+      } else if (key === "listen_port") {
+        const n = parseUint(value, 0xffff);
+        if (n === null) bad = true;
+        else info.listenPort = n;
+      } else if (key === "fwmark") {
+        const n = parseUint(value, 0xffffffff);
+        if (n === null) bad = true;
+        else info.fwmark = n;
+      }
+    } else {
+      bad = !getPeerLine(peer, key, value);
+    }
+    if (bad) return fail(EPROTO, `Line ${i + 1}: invalid ${key} ${quote(value)}`);
+  }
+  return fail(EPROTO, "The reply has no errno line");
+}
+
+/** Applies one peer line of a get reply; false if its value is malformed. Unknown keys are ignored. */
+function getPeerLine(p: PeerInfo, key: string, value: string): boolean {
+  switch (key) {
+    case "preshared_key": {
+      const k = keyFromHex(value);
+      if (k) p.presharedKey = keyIsZero(k) ? null : k;
+      return k !== null;
+    }
+    case "endpoint":
+      p.endpoint = parseEndpoint(value);
+      return p.endpoint !== null;
+    case "allowed_ip": {
+      const c = parseAllowedIp(value);
+      if (c) p.allowedIps.push(c);
+      return c !== null;
+    }
+  }
+  const n = parseUint(value, Number.MAX_SAFE_INTEGER);
+  switch (key) {
+    case "persistent_keepalive_interval":
+      if (n === null || n > 0xffff) return false;
+      p.persistentKeepalive = n;
+      return true;
+    case "last_handshake_time_sec": // sec and nsec may come in either order
+      if (n === null) return false;
+      p.lastHandshakeMs = n * 1000 + (p.lastHandshakeMs % 1000);
+      return true;
+    case "last_handshake_time_nsec":
+      if (n === null) return false;
+      p.lastHandshakeMs = p.lastHandshakeMs - (p.lastHandshakeMs % 1000) + Math.min(999, Math.floor(n / 1e6));
+      return true;
+    case "rx_bytes":
+      if (n === null) return false;
+      p.rxBytes = n;
+      return true;
+    case "tx_bytes":
+      if (n === null) return false;
+      p.txBytes = n;
+      return true;
+  }
+  return true;
+}
+
+/**
+ * The status line that ends every reply. `errno` is given positive (as in {@link UapiResult}) and written
+ * negated, as wireguard-go writes it (`errno=-22` for EINVAL); 0 is success.
+ */
+export function formatErrno(errno: number): string {
+  const n = Math.abs(Math.trunc(errno));
+  return n === 0 ? "errno=0\n\n" : `errno=-${n}\n\n`;
+}
+
+// ---- Framing requests on the socket ----
+
+export type UapiRequest =
+  | { op: "get" }
+  | { op: "set"; body: string }
+  /** The stream is not the protocol. Reply formatErrno(errno) if you like, then close: framing is lost. */
+  | { op: "error"; errno: number; message: string };
+
+const GET = "get=1\n";
+const SET = "set=1\n";
+
+/**
+ * Splits the text a client writes to the UAPI socket into requests, as wireguard-go's IpcHandle reads them:
+ * `get=1\n\n`, or `set=1\n` followed by lines up to a blank line. Any number of requests may share a
+ * connection, and chunks may split them anywhere. Feed it decoded text (use a streaming TextDecoder).
+ *
+ * After an `error` request the reader yields nothing more. wireguard-go answers a `get=1` line followed by
+ * anything but a blank line with EINVAL, and closes the connection without a reply on an unknown operation;
+ * here that is an error request with EPROTO, so the server decides whether to reply before closing.
+ */
+export class UapiReader {
+  #buf = "";
+  /** Where to resume looking for the blank line that ends a pending set (so long bodies scan once). */
+  #scanFrom = 0;
+  #done = false;
+  readonly #maxRequestBytes: number;
+
+  /** @param options.maxRequestBytes a pending request larger than this is an error (default 16 MiB) */
+  constructor(options: { maxRequestBytes?: number } = {}) {
+    this.#maxRequestBytes = options.maxRequestBytes ?? 16 << 20;
+  }
+
+  /** True once an error was reported or end() was called. */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** Adds received text; returns the requests it completed, in order. */
+  push(chunk: string): UapiRequest[] {
+    const out: UapiRequest[] = [];
+    if (this.#done) return out;
+    this.#buf += chunk;
+    for (let r = this.#next(); r !== null; r = this.#next()) {
+      out.push(r);
+      if (r.op === "error") return this.#fail(out);
+    }
+    if (this.#buf.length > this.#maxRequestBytes) {
+      out.push({ op: "error", errno: EPROTO, message: `Request longer than ${this.#maxRequestBytes} bytes` });
+      return this.#fail(out);
+    }
+    return out;
+  }
+
+  /**
+   * The client closed its sending side. A set cut short by the end of input is still a request, because
+   * wireguard-go's line scanner treats end of input like the blank line; anything else pending is dropped.
+   */
+  end(): UapiRequest[] {
+    const pending = this.#buf;
+    this.#fail([]);
+    return pending.startsWith(SET) ? [{ op: "set", body: pending.slice(SET.length) }] : [];
+  }
+
+  #fail(out: UapiRequest[]): UapiRequest[] {
+    this.#done = true;
+    this.#buf = "";
+    return out;
+  }
+
+  #next(): UapiRequest | null {
+    const b = this.#buf;
+    if (b.length === 0) return null;
+    if (b.startsWith(GET)) {
+      if (b.length === GET.length) return null;
+      if (b[GET.length] !== "\n") {
+        return { op: "error", errno: EINVAL, message: "Trailing text after get=1 (expected a blank line)" };
+      }
+      this.#consume(GET.length + 1);
+      return { op: "get" };
+    }
+    if (b.startsWith(SET)) {
+      // The body ends at the first "\n\n" counting the newline of "set=1" itself (an empty body).
+      const end = b.indexOf("\n\n", Math.max(SET.length - 1, this.#scanFrom));
+      if (end < 0) {
+        this.#scanFrom = b.length - 1;
+        return null;
+      }
+      const body = b.slice(SET.length, end + 1);
+      this.#consume(end + 2);
+      return { op: "set", body };
+    }
+    // Wait while what has arrived can still become an operation line.
+    if (b.length < GET.length && (GET.startsWith(b) || SET.startsWith(b))) return null;
+    const nl = b.indexOf("\n");
+    const op = nl < 0 ? b : b.slice(0, nl);
+    return { op: "error", errno: EPROTO, message: `Invalid UAPI operation ${quote(op)}` };
+  }
+
+  #consume(n: number): void {
+    this.#buf = this.#buf.slice(n);
+    this.#scanFrom = 0;
+  }
+}
+
+// ---- Keys as text ----
+// Constant-time encoders and decoders (no table lookups or branches on key bits), as wireguard-tools'
+// encoding.c does it: keys are secret, and their text forms pass through here.
+
+const KEY_LEN = NOISE_PUBLIC_KEY_LEN;
+const ZERO_KEY = new Uint8Array(KEY_LEN);
+
+/** True if every byte of `k` is zero (the UAPI's "no key"), without branching on the bytes. */
+export function keyIsZero(k: Uint8Array): boolean {
+  let acc = 0;
+  for (let i = 0; i < k.length; i++) acc |= k[i]!;
+  return acc === 0;
+}
+
+/** 64 lowercase hex digits. */
+export function keyToHex(key: Uint8Array): string {
+  const codes = new Array<number>(2 * key.length);
+  for (let i = 0; i < key.length; i++) {
+    codes[2 * i] = hexDigit(key[i]! >> 4);
+    codes[2 * i + 1] = hexDigit(key[i]! & 0xf);
+  }
+  return String.fromCharCode(...codes);
+}
+
+/** `n` in 0..15 → char code of 0-9a-f: 'a' - 10 + n, minus 39 more when n < 10. */
+function hexDigit(n: number): number {
+  return 87 + n + (((n - 10) >> 8) & ~38);
+}
+
+/** Exactly 64 hex digits, either case → 32 bytes; anything else → null. */
+export function keyFromHex(s: string): Uint8Array | null {
+  if (s.length !== 2 * KEY_LEN) return null;
+  const out = new Uint8Array(KEY_LEN);
+  let bad = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    const num = c ^ 0x30; // '0'..'9' → 0..9
+    const isNum = (num - 10) >>> 31;
+    const alpha = (c & ~0x20) - 55; // 'A'..'F' and 'a'..'f' → 10..15
+    const isAlpha = ((alpha - 10) ^ (alpha - 16)) >>> 31;
+    bad |= 1 ^ (isNum | isAlpha);
+    out[i >> 1]! |= ((-isNum & num) | (-isAlpha & alpha)) << (4 * (1 - (i & 1)));
+  }
+  return bad === 0 ? out : null;
+}
+
+/** 44 characters of standard base64 (one `=`), as `wg genkey` prints keys. */
+export function keyToBase64(key: Uint8Array): string {
+  const codes: number[] = [];
+  for (let i = 0; i < key.length; i += 3) {
+    const b0 = key[i]!, b1 = key[i + 1] ?? 0, b2 = key[i + 2] ?? 0;
+    codes.push(b64Digit(b0 >> 2), b64Digit(((b0 << 4) | (b1 >> 4)) & 63));
+    codes.push(i + 1 < key.length ? b64Digit(((b1 << 2) | (b2 >> 6)) & 63) : 61);
+    codes.push(i + 2 < key.length ? b64Digit(b2 & 63) : 61);
+  }
+  return String.fromCharCode(...codes);
+}
+
+/** `v` in 0..63 → char code in A-Z a-z 0-9 + /, each step adding the distance to the next range. */
+function b64Digit(v: number): number {
+  return 65 + v + (((25 - v) >> 8) & 6) - (((51 - v) >> 8) & 75) - (((61 - v) >> 8) & 15) +
+    (((62 - v) >> 8) & 3);
+}
+
+/** 1 if lo <= c <= hi, else 0. */
+function inRange(c: number, lo: number, hi: number): number {
+  return ((lo - 1 - c) & (c - hi - 1)) >>> 31;
+}
+
+/** Char code → 0..63, or -1 if it is not a base64 digit. */
+function b64Value(c: number): number {
+  const upper = inRange(c, 65, 90), lower = inRange(c, 97, 122), digit = inRange(c, 48, 57);
+  const plus = inRange(c, 43, 43), slash = inRange(c, 47, 47);
+  const v = (-upper & (c - 65)) | (-lower & (c - 71)) | (-digit & (c + 4)) | (-plus & 62) | (-slash & 63);
+  return v | ((upper | lower | digit | plus | slash) - 1);
+}
+
+/**
+ * Standard base64 of exactly 32 bytes: 44 characters ending in a single `=`, with the unused low bits of the
+ * last digit zero (the one canonical spelling, as wg(8) requires) → the key; anything else → null.
+ */
+export function keyFromBase64(s: string): Uint8Array | null {
+  if (s.length !== 44 || s[43] !== "=") return null;
+  const out = new Uint8Array(KEY_LEN);
+  let acc = 0, bits = 0, o = 0, bad = 0;
+  for (let i = 0; i < 43; i++) {
+    const v = b64Value(s.charCodeAt(i));
+    bad |= v >>> 31;
+    acc = ((acc << 6) | (v & 63)) & 0xffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (acc >> bits) & 0xff;
+    }
+  }
+  bad |= acc & ((1 << bits) - 1); // 43 digits carry 258 bits: the last 2 must be zero
+  return bad === 0 ? out : null;
+}
+
+// ---- Small helpers ----
+
+/** Decimal digits only (leading zeros allowed, no sign), at most `max`; like Go's strconv.ParseUint. */
+function parseUint(s: string, max: number): number | null {
+  if (!/^[0-9]+$/.test(s)) return null;
+  const n = Number(s);
+  return n <= max ? n : null;
+}
+
+/** `address/length` as Go's netip.ParsePrefix takes it: the length is required, without leading zeros or zone. */
+function parseAllowedIp(s: string): Cidr | null {
+  const slash = s.indexOf("/");
+  if (slash < 0 || s.includes("%") || !/^(0|[1-9][0-9]{0,2})$/.test(s.slice(slash + 1))) return null;
+  return parseCidr(s);
+}
+
+/** A non-negative integer in plain decimal, even beyond 2^53 (where String() would switch to exponents). */
+function decimal(n: number): string {
+  return Number.isFinite(n) && n > 0 ? BigInt(Math.floor(n)).toString() : "0";
+}
+
+function quote(s: string): string {
+  return JSON.stringify(s.length > 80 ? `${s.slice(0, 80)}…` : s);
+}
+
+function fail(errno: number, message: string): UapiError {
+  return { ok: false, errno, message };
+}
