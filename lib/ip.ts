@@ -174,10 +174,10 @@ export const IPV4_DST = 16;
 export const IPV6_SRC = 8;
 export const IPV6_DST = 24;
 
-/** The IP version of a packet (4 or 6), or 0 if it is too short to carry a header of that version. */
-export function ipVersion(p: Uint8Array, len = p.length): Family | 0 {
+/** The IP version of the packet at `p[off, off+len)`: 4, 6, or 0 if too short for a header of that version. */
+export function ipVersion(p: Uint8Array, off = 0, len = p.length - off): Family | 0 {
   if (len < 1) return 0;
-  const v = p[0]! >> 4;
+  const v = p[off]! >> 4;
   if (v === 4 && len >= IPV4_HEADER_LEN) return 4;
   if (v === 6 && len >= IPV6_HEADER_LEN) return 6;
   return 0;

@@ -118,28 +118,28 @@ if (
  * The message type of a datagram, or 0 if it is not a well-formed WireGuard message: the type byte must be
  * known, the reserved bytes zero, and the length exact (handshakes) or at least a keepalive (data).
  */
-export function messageType(b: Uint8Array): MessageType | 0 {
-  if (b.length < HEADER_LEN || b[1] !== 0 || b[2] !== 0 || b[3] !== 0) return 0;
-  switch (b[0]) {
+export function messageType(b: Uint8Array, off = 0, len = b.length - off): MessageType | 0 {
+  if (len < HEADER_LEN || b[off + 1] !== 0 || b[off + 2] !== 0 || b[off + 3] !== 0) return 0;
+  switch (b[off]) {
     case MESSAGE_HANDSHAKE_INITIATION:
-      return b.length === MESSAGE_INITIATION_LEN ? 1 : 0;
+      return len === MESSAGE_INITIATION_LEN ? 1 : 0;
     case MESSAGE_HANDSHAKE_RESPONSE:
-      return b.length === MESSAGE_RESPONSE_LEN ? 2 : 0;
+      return len === MESSAGE_RESPONSE_LEN ? 2 : 0;
     case MESSAGE_HANDSHAKE_COOKIE:
-      return b.length === MESSAGE_COOKIE_LEN ? 3 : 0;
+      return len === MESSAGE_COOKIE_LEN ? 3 : 0;
     case MESSAGE_DATA:
-      return b.length >= MESSAGE_DATA_MIN_LEN ? 4 : 0;
+      return len >= MESSAGE_DATA_MIN_LEN ? 4 : 0;
     default:
       return 0;
   }
 }
 
 /** Writes the type byte and zeroes the reserved bytes. */
-export function writeHeader(b: Uint8Array, type: MessageType): void {
-  b[0] = type;
-  b[1] = 0;
-  b[2] = 0;
-  b[3] = 0;
+export function writeHeader(b: Uint8Array, type: MessageType, off = 0): void {
+  b[off] = type;
+  b[off + 1] = 0;
+  b[off + 2] = 0;
+  b[off + 3] = 0;
 }
 
 /** Reads a little-endian u32 (the sender and receiver indices). */

@@ -1,0 +1,650 @@
+/**
+ * The device: every peer, the index table, cryptokey routing, and the three entry points of the sans-I/O core.
+ *
+ * - `handlePlaintext` takes an IP packet read from the TUN and encrypts it in place for its peer.
+ * - `handleDatagram` takes a UDP datagram and handles a handshake message or decrypts data in place.
+ * - `tick` runs the timers of section 6.
+ *
+ * The hot path (data in both directions with a live session) returns a Verdict and describes its output in
+ * `this.out`, allocating nothing. Everything else the device wants to send (handshakes, cookie replies,
+ * keepalives, packets that waited for a session) is appended to `this.outbox`, which the caller drains.
+ * Time and randomness come from the injected clock and RNG.
+ * @module
+ */
+import { CookieChecker, MacState, type Source } from "./cookie.ts";
+import { AllowedIps } from "./allowedips.ts";
+import {
+  clampPrivateKey,
+  dhPublic,
+  equalConstantTime,
+  isZero,
+  nobleAead,
+  type Rng,
+  type TransportAead,
+} from "./crypto.ts";
+import {
+  Endpoint,
+  type Family,
+  ipTotalLength,
+  IPV4_DST,
+  IPV4_SRC,
+  IPV6_DST,
+  IPV6_SRC,
+  ipVersion,
+} from "./ip.ts";
+import {
+  DATA_COUNTER,
+  DATA_HEADER_LEN,
+  DATA_RECEIVER,
+  KEEPALIVE_TIMEOUT,
+  MAX_TIMER_HANDSHAKES,
+  MESSAGE_DATA,
+  MESSAGE_HANDSHAKE_COOKIE,
+  MESSAGE_HANDSHAKE_INITIATION,
+  MESSAGE_HANDSHAKE_RESPONSE,
+  MESSAGE_PADDING_MULTIPLE,
+  messageType,
+  NOISE_AUTHTAG_LEN,
+  readU32,
+  REJECT_AFTER_TIME,
+  REKEY_AFTER_MESSAGES,
+  REKEY_AFTER_TIME,
+  REKEY_TIMEOUT,
+  REKEY_TIMEOUT_JITTER_MAX,
+  writeHeader,
+  writeU32,
+} from "./messages.ts";
+import {
+  beginSession,
+  consumeInitiation,
+  consumeResponse,
+  createInitiation,
+  createResponse,
+  type Keypair,
+  type StaticIdentity,
+} from "./noise.ts";
+import { canReceive, canSend, Peer } from "./peer.ts";
+import { RateLimiter } from "./ratelimiter.ts";
+import type { TimerHandler } from "./timers.ts";
+import type { DeviceInfo, DeviceUpdate, PeerInfo } from "./uapi.ts";
+
+/** Monotonic time for the protocol, wall time for TAI64N timestamps and `latest handshake`; both in ms. */
+export interface Clock {
+  now(): number;
+  wall(): number;
+}
+
+/** What happened to a packet or datagram. Values above Verdict.Handled mean it was dropped, and why. */
+export enum Verdict {
+  /** Encrypted in place: send `out.length` bytes at `out.offset` to `out.endpoint`. */
+  Send,
+  /** Decrypted in place: write `out.length` bytes at `out.offset` to the TUN. */
+  Deliver,
+  /** Queued until a session exists (a handshake may be in the outbox). */
+  Queued,
+  /** Consumed: a handshake, cookie reply or keepalive; replies, if any, are in the outbox. */
+  Handled,
+  DropNoRoute,
+  DropNoEndpoint,
+  DropNoKey,
+  DropMalformed,
+  DropInvalidMac,
+  DropRateLimited,
+  DropCookieSent,
+  DropHandshake,
+  DropUnknownIndex,
+  DropDecrypt,
+  DropReplay,
+  DropExpired,
+  DropNotAllowed,
+}
+
+/** A datagram the device wants sent. */
+export interface Datagram {
+  endpoint: Endpoint;
+  data: Uint8Array;
+}
+
+export interface DeviceOptions {
+  clock: Clock;
+  rng: Rng;
+  /** Transport AEAD backend (default: pure TypeScript). */
+  aead?: TransportAead;
+  /** Interface MTU: padding never makes a packet larger than this (paper 5.4.6). */
+  mtu?: number;
+  /** Handshake messages per second above which the device is "under load" and demands cookies. */
+  underLoadThreshold?: number;
+}
+
+/** The result of the last hot-path call; reused, never reallocated. */
+export interface Output {
+  offset: number;
+  length: number;
+  endpoint: Endpoint | null;
+  peer: Peer | null;
+}
+
+/** An index in the table: a peer's in-progress handshake (keypair null) or one of its keypairs. */
+interface IndexEntry {
+  peer: Peer;
+  keypair: Keypair | null;
+}
+
+/** Under load, stay under load for a second after the rate falls (as wireguard-go's UnderLoadAfterTime). */
+const UNDER_LOAD_AFTER = 1000;
+const DEFAULT_UNDER_LOAD_THRESHOLD = 128;
+const TWO_32 = 2 ** 32;
+
+export class Device implements TimerHandler<Peer> {
+  readonly clock: Clock;
+  readonly rng: Rng;
+  aead: TransportAead;
+  mtu: number;
+  identity: StaticIdentity | null = null;
+  listenPort = 0;
+  fwmark = 0;
+  readonly peers = new Map<string, Peer>();
+  readonly allowedIps = new AllowedIps<Peer>();
+  readonly outbox: Datagram[] = [];
+  readonly out: Output = { offset: 0, length: 0, endpoint: null, peer: null };
+  readonly #indices = new Map<number, IndexEntry>();
+  readonly #cookieChecker = new CookieChecker();
+  readonly #rateLimiter = new RateLimiter();
+  readonly #underLoadThreshold: number;
+  #handshakeWindowStart = 0;
+  #handshakesInWindow = 0;
+  #lastUnderLoad = -Infinity;
+  readonly #jitterBuf = new Uint8Array(4);
+  readonly #indexBuf = new Uint8Array(4);
+
+  constructor(opts: DeviceOptions) {
+    this.clock = opts.clock;
+    this.rng = opts.rng;
+    this.aead = opts.aead ?? nobleAead;
+    this.mtu = opts.mtu ?? 1420;
+    this.#underLoadThreshold = opts.underLoadThreshold ?? DEFAULT_UNDER_LOAD_THRESHOLD;
+  }
+
+  // ---------------------------------------------------------------- configuration
+
+  /** Sets (or with null, removes) the private key. A peer with our own public key is removed (as `wg` does). */
+  setPrivateKey(privateKey: Uint8Array | null): void {
+    if (privateKey && isZero(privateKey)) privateKey = null;
+    if (privateKey && this.identity && equalConstantTime(privateKey, this.identity.privateKey)) return;
+    if (privateKey) privateKey = clampPrivateKey(privateKey.slice()); // as the kernel stores it
+    this.identity = privateKey ? { privateKey, publicKey: dhPublic(privateKey) } : null;
+    this.#cookieChecker.setPublicKey(this.identity?.publicKey ?? null);
+    for (const peer of [...this.peers.values()]) {
+      if (this.identity && equalConstantTime(peer.publicKey, this.identity.publicKey)) {
+        this.removePeer(peer.publicKey);
+        continue;
+      }
+      peer.handshake.precompute(this.identity);
+      // Sessions made with the old key are no longer ours to use.
+      this.#retire(peer.clearKeypairs());
+      this.#retireHandshake(peer);
+    }
+  }
+
+  peer(publicKey: Uint8Array): Peer | undefined {
+    return this.peers.get(keyId(publicKey));
+  }
+
+  /** Adds a peer (or returns the existing one). Returns null for our own public key. */
+  addPeer(publicKey: Uint8Array): Peer | null {
+    const existing = this.peer(publicKey);
+    if (existing) return existing;
+    if (this.identity && equalConstantTime(publicKey, this.identity.publicKey)) return null;
+    const peer = new Peer(publicKey.slice());
+    peer.handshake.precompute(this.identity);
+    this.peers.set(keyId(publicKey), peer);
+    return peer;
+  }
+
+  removePeer(publicKey: Uint8Array): boolean {
+    const peer = this.peer(publicKey);
+    if (!peer) return false;
+    peer.dead = true;
+    peer.timers.stop();
+    peer.staged = [];
+    this.#retire(peer.clearKeypairs());
+    this.#retireHandshake(peer);
+    this.allowedIps.removeByPeer(peer);
+    this.peers.delete(keyId(publicKey));
+    return true;
+  }
+
+  /** Applies a parsed UAPI `set` (already validated as a whole, so it cannot fail halfway). */
+  apply(update: DeviceUpdate): void {
+    if (update.privateKey !== undefined) this.setPrivateKey(update.privateKey);
+    if (update.listenPort !== undefined) this.listenPort = update.listenPort;
+    if (update.fwmark !== undefined) this.fwmark = update.fwmark;
+    if (update.replacePeers) { for (const p of [...this.peers.values()]) this.removePeer(p.publicKey); }
+    for (const u of update.peers) {
+      if (u.remove) {
+        this.removePeer(u.publicKey);
+        continue;
+      }
+      if (u.updateOnly && !this.peer(u.publicKey)) continue;
+      const peer = this.addPeer(u.publicKey);
+      if (!peer) continue;
+      if (u.presharedKey !== undefined) peer.handshake.presharedKey = u.presharedKey.slice();
+      if (u.endpoint !== undefined) peer.endpoint = u.endpoint;
+      if (u.replaceAllowedIps) this.allowedIps.removeByPeer(peer);
+      for (const c of u.allowedIps) this.allowedIps.insert(c, peer);
+      if (u.persistentKeepalive !== undefined) {
+        const wasOff = peer.persistentKeepalive === 0;
+        peer.persistentKeepalive = u.persistentKeepalive;
+        // Turning persistent keepalive on sends one now, so a NAT mapping opens right away (as the kernel).
+        if (wasOff && u.persistentKeepalive > 0) this.sendKeepalive(peer);
+      }
+    }
+  }
+
+  /** The configuration and statistics, for UAPI `get`. */
+  info(): DeviceInfo {
+    const peers: PeerInfo[] = [];
+    for (const p of this.peers.values()) {
+      peers.push({
+        publicKey: p.publicKey,
+        presharedKey: isZero(p.handshake.presharedKey) ? null : p.handshake.presharedKey,
+        endpoint: p.endpoint,
+        persistentKeepalive: p.persistentKeepalive,
+        lastHandshakeMs: p.lastHandshakeWall,
+        rxBytes: p.rxBytes,
+        txBytes: p.txBytes,
+        allowedIps: this.allowedIps.entriesForPeer(p),
+      });
+    }
+    return {
+      privateKey: this.identity?.privateKey ?? null,
+      listenPort: this.listenPort,
+      fwmark: this.fwmark,
+      peers,
+    };
+  }
+
+  // ---------------------------------------------------------------- TUN → network
+
+  /**
+   * An IP packet read from the TUN at `buf[off, off+len)`. The caller leaves DATA_HEADER_LEN bytes free before
+   * `off` and 15 + NOISE_AUTHTAG_LEN bytes after the packet, so the datagram is built in place.
+   */
+  handlePlaintext(buf: Uint8Array, off: number, len: number): Verdict {
+    const family = ipVersion(buf, off, len);
+    if (family === 0) return Verdict.DropMalformed;
+    const peer = this.allowedIps.lookup(family, buf, off + (family === 4 ? IPV4_DST : IPV6_DST));
+    if (!peer) return Verdict.DropNoRoute;
+    if (!peer.endpoint) return Verdict.DropNoEndpoint;
+    const now = this.clock.now();
+    const kp = peer.current;
+    // Without a usable session the packet waits, and a handshake starts (paper 6.2 / the kernel's staging).
+    if (!canSend(kp, now) || peer.staged.length > 0) {
+      peer.stage(buf.slice(off, off + len));
+      this.#sendStaged(peer);
+      return Verdict.Queued;
+    }
+    const total = this.#encrypt(peer, kp, buf, off, len);
+    this.out.offset = off - DATA_HEADER_LEN;
+    this.out.length = total;
+    this.out.endpoint = peer.endpoint;
+    this.out.peer = peer;
+    this.#afterDataSent(peer, kp, now, len > 0);
+    return Verdict.Send;
+  }
+
+  /** Pads, writes the header in front and seals in place; returns the datagram length. */
+  #encrypt(peer: Peer, kp: Keypair, buf: Uint8Array, off: number, len: number): number {
+    // Pad to a multiple of 16 (paper 5.4.6), but never past the MTU.
+    let padded = (len + MESSAGE_PADDING_MULTIPLE - 1) & ~(MESSAGE_PADDING_MULTIPLE - 1);
+    if (padded > this.mtu) padded = len > this.mtu ? len : this.mtu;
+    buf.fill(0, off + len, off + padded);
+    const counter = kp.sendCounter++;
+    const lo = counter >>> 0;
+    const hi = (counter / TWO_32) >>> 0;
+    const h = off - DATA_HEADER_LEN;
+    writeHeader(buf, MESSAGE_DATA, h);
+    writeU32(buf, h + DATA_RECEIVER, kp.remoteIndex);
+    writeU32(buf, h + DATA_COUNTER, lo);
+    writeU32(buf, h + DATA_COUNTER + 4, hi);
+    this.aead.seal(kp.sendKey, lo, hi, buf, off, padded);
+    const total = DATA_HEADER_LEN + padded + NOISE_AUTHTAG_LEN;
+    peer.txBytes += total;
+    return total;
+  }
+
+  /** Timer hooks and rekeying after data went out (the kernel's wg_packet_create_data_done, keep_key_fresh). */
+  #afterDataSent(peer: Peer, kp: Keypair, now: number, isData: boolean): void {
+    const t = peer.timers;
+    t.anyAuthenticatedPacketTraversal(now);
+    t.anyAuthenticatedPacketSent();
+    if (isData) t.dataSent(now, this.#jitter());
+    if (kp.sendCounter > REKEY_AFTER_MESSAGES || (kp.isInitiator && now - kp.birth >= REKEY_AFTER_TIME)) {
+      this.sendInitiation(peer, false);
+    }
+  }
+
+  /** Sends what waits for a session, or starts a handshake if there is no usable session. */
+  #sendStaged(peer: Peer): void {
+    const now = this.clock.now();
+    const kp = peer.current;
+    if (!canSend(kp, now) || !peer.endpoint) {
+      this.sendInitiation(peer, false);
+      return;
+    }
+    const packets = peer.staged;
+    peer.staged = [];
+    let data = false;
+    for (const p of packets) {
+      const buf = new Uint8Array(DATA_HEADER_LEN + p.length + MESSAGE_PADDING_MULTIPLE + NOISE_AUTHTAG_LEN);
+      buf.set(p, DATA_HEADER_LEN);
+      const total = this.#encrypt(peer, kp, buf, DATA_HEADER_LEN, p.length);
+      this.outbox.push({ endpoint: peer.endpoint, data: buf.subarray(0, total) });
+      if (p.length > 0) data = true;
+    }
+    this.#afterDataSent(peer, kp, now, data);
+  }
+
+  /** A keepalive: an empty data message, unless real packets are waiting anyway (the kernel's send_keepalive). */
+  sendKeepalive(peer: Peer): void {
+    if (peer.staged.length === 0) peer.staged.push(new Uint8Array(0));
+    this.#sendStaged(peer);
+  }
+
+  /**
+   * Sends a handshake initiation, at most once per REKEY_TIMEOUT (paper 6.4). `isRetry` keeps the attempt
+   * count; anything else starts a fresh series of attempts.
+   */
+  sendInitiation(peer: Peer, isRetry: boolean): void {
+    if (!isRetry) peer.timers.handshakeAttempts = 0;
+    const now = this.clock.now();
+    if (now - peer.lastSentHandshake < REKEY_TIMEOUT || peer.dead) return;
+    if (!this.identity || !peer.endpoint) return;
+    this.#retireHandshake(peer);
+    const index = this.#allocateIndex(peer, null);
+    const msg = createInitiation(peer.handshake, this.identity, index, this.clock.wall(), this.rng);
+    if (!msg) {
+      this.#indices.delete(index);
+      return;
+    }
+    peer.cookie.addMacs(msg, now);
+    peer.timers.anyAuthenticatedPacketTraversal(now);
+    peer.timers.anyAuthenticatedPacketSent();
+    peer.lastSentHandshake = now;
+    this.#send(peer, msg);
+    peer.timers.handshakeInitiated(now, this.#jitter());
+  }
+
+  #send(peer: Peer, data: Uint8Array): void {
+    if (!peer.endpoint) return;
+    peer.txBytes += data.length;
+    this.outbox.push({ endpoint: peer.endpoint, data });
+  }
+
+  // ---------------------------------------------------------------- network → TUN
+
+  /**
+   * A UDP datagram at `buf[off, off+len)` from `src`. Data is decrypted in place: the IP packet is then at
+   * `out.offset`, `out.length` bytes long. Handshake replies go to the outbox.
+   */
+  handleDatagram(buf: Uint8Array, off: number, len: number, src: Source): Verdict {
+    switch (messageType(buf, off, len)) {
+      case MESSAGE_DATA:
+        return this.#receiveData(buf, off, len, src);
+      case MESSAGE_HANDSHAKE_INITIATION:
+      case MESSAGE_HANDSHAKE_RESPONSE:
+        return this.#receiveHandshake(buf.slice(off, off + len), src);
+      case MESSAGE_HANDSHAKE_COOKIE:
+        return this.#receiveCookie(buf.subarray(off, off + len));
+      default:
+        return Verdict.DropMalformed;
+    }
+  }
+
+  #receiveData(buf: Uint8Array, off: number, len: number, src: Source): Verdict {
+    const entry = this.#indices.get(readU32(buf, off + DATA_RECEIVER));
+    const kp = entry?.keypair;
+    if (!entry || !kp) return Verdict.DropUnknownIndex;
+    const peer = entry.peer;
+    const now = this.clock.now();
+    if (!canReceive(kp, now)) return Verdict.DropExpired;
+    const lo = readU32(buf, off + DATA_COUNTER);
+    const hi = readU32(buf, off + DATA_COUNTER + 4);
+    const payload = off + DATA_HEADER_LEN;
+    if (!this.aead.open(kp.receiveKey, lo, hi, buf, payload, len - DATA_HEADER_LEN)) {
+      return Verdict.DropDecrypt;
+    }
+    // The counter is checked only after authentication, so forged packets cannot move the window.
+    if (!kp.replay.validate(lo, hi)) return Verdict.DropReplay;
+
+    const rotation = peer.receivedWithKeypair(kp);
+    if (rotation.rotated) {
+      if (rotation.retired) this.#retire([rotation.retired]);
+      peer.timers.handshakeComplete();
+      peer.lastHandshakeWall = this.clock.wall();
+      this.#sendStaged(peer);
+    }
+    this.#keepKeyFreshOnReceive(peer, now);
+    peer.timers.anyAuthenticatedPacketReceived();
+    peer.timers.anyAuthenticatedPacketTraversal(now);
+    this.#roam(peer, src);
+    peer.rxBytes += len;
+
+    const plainLen = len - DATA_HEADER_LEN - NOISE_AUTHTAG_LEN;
+    if (plainLen === 0) return Verdict.Handled; // a keepalive
+    peer.timers.dataReceived(now);
+
+    const family = ipVersion(buf, payload, plainLen);
+    if (family === 0) return Verdict.DropMalformed;
+    const ipLen = ipTotalLength(buf, payload);
+    if (ipLen > plainLen || ipLen < (family === 4 ? 20 : 40)) return Verdict.DropMalformed;
+    // Cryptokey routing (paper 2): the inner source must be one of this peer's allowed IPs.
+    const src2 = payload + (family === 4 ? IPV4_SRC : IPV6_SRC);
+    if (this.allowedIps.lookup(family, buf, src2) !== peer) return Verdict.DropNotAllowed;
+    this.out.offset = payload;
+    this.out.length = ipLen;
+    this.out.endpoint = peer.endpoint;
+    this.out.peer = peer;
+    return Verdict.Deliver;
+  }
+
+  /** An initiator whose session nears REJECT_AFTER_TIME starts a new handshake once (the kernel's
+   * keep_key_fresh on receive), so a quiet initiator does not lose the session. */
+  #keepKeyFreshOnReceive(peer: Peer, now: number): void {
+    const kp = peer.current;
+    if (peer.timers.sentLastMinuteHandshake || !kp || !kp.isInitiator) return;
+    if (now - kp.birth >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT) {
+      peer.timers.sentLastMinuteHandshake = true;
+      this.sendInitiation(peer, false);
+    }
+  }
+
+  /** The endpoint follows the source of the latest authenticated packet (paper 2.1, roaming). */
+  #roam(peer: Peer, src: Source): void {
+    if (peer.endpoint?.matches(src.addr, src.port)) return;
+    peer.endpoint = new Endpoint(src.addr.length === 4 ? 4 : 6, src.addr.slice(), src.port);
+  }
+
+  #underLoad(now: number): boolean {
+    if (now - this.#handshakeWindowStart >= 1000) {
+      this.#handshakeWindowStart = now;
+      this.#handshakesInWindow = 0;
+    }
+    if (++this.#handshakesInWindow > this.#underLoadThreshold) this.#lastUnderLoad = now;
+    return now - this.#lastUnderLoad < UNDER_LOAD_AFTER;
+  }
+
+  #receiveHandshake(msg: Uint8Array, src: Source): Verdict {
+    if (!this.identity) return Verdict.DropNoKey;
+    const now = this.clock.now();
+    const underLoad = this.#underLoad(now);
+    const mac = this.#cookieChecker.validate(msg, src, underLoad, now);
+    if (mac === MacState.InvalidMac) return Verdict.DropInvalidMac;
+    if (underLoad) {
+      // Paper 5.3: under load, only a sender that proves its address with a cookie gets a handshake, and
+      // only at the per-source rate.
+      if (mac !== MacState.ValidMacWithCookie) {
+        const reply = this.#cookieChecker.createReply(msg, src, now, this.rng);
+        const to = new Endpoint(src.addr.length === 4 ? 4 : 6, src.addr.slice(), src.port);
+        this.outbox.push({ endpoint: to, data: reply });
+        return Verdict.DropCookieSent;
+      }
+      if (!this.#rateLimiter.allow(src.addr, now)) return Verdict.DropRateLimited;
+    }
+
+    const identity = this.identity;
+    let peer: Peer;
+    if (msg[0] === MESSAGE_HANDSHAKE_INITIATION) {
+      let found: Peer | undefined;
+      const hs = consumeInitiation(msg, identity, (pub) => {
+        found = this.peer(pub);
+        return found?.handshake;
+      }, now);
+      if (!hs || !found) return Verdict.DropHandshake;
+      peer = found;
+      peer.rxBytes += msg.length;
+      this.#roam(peer, src);
+      this.#sendResponse(peer, now);
+    } else {
+      const hs = consumeResponse(msg, identity, (index) => {
+        const e = this.#indices.get(index);
+        return e && !e.keypair ? e.peer.handshake : undefined;
+      });
+      if (!hs) return Verdict.DropHandshake;
+      peer = this.#indices.get(hs.localIndex)!.peer;
+      peer.rxBytes += msg.length;
+      this.#roam(peer, src);
+      const index = hs.localIndex;
+      const kp = beginSession(hs, now);
+      if (!kp) return Verdict.DropHandshake;
+      this.#indices.set(index, { peer, keypair: kp });
+      this.#retire(peer.addKeypair(kp));
+      peer.timers.sessionDerived(now);
+      peer.timers.handshakeComplete();
+      peer.lastHandshakeWall = this.clock.wall();
+      // Confirm the session at once: send what waited, or a keepalive.
+      this.sendKeepalive(peer);
+    }
+    peer.timers.anyAuthenticatedPacketReceived();
+    peer.timers.anyAuthenticatedPacketTraversal(now);
+    return Verdict.Handled;
+  }
+
+  #sendResponse(peer: Peer, now: number): void {
+    peer.lastSentHandshake = now;
+    const hs = peer.handshake;
+    // The index of a handshake we initiated is replaced by the one of this response.
+    const old = hs.localIndex;
+    if (old && this.#indices.get(old)?.keypair === null) this.#indices.delete(old);
+    const index = this.#allocateIndex(peer, null);
+    const msg = createResponse(hs, index, this.rng);
+    if (!msg) {
+      this.#indices.delete(index);
+      return;
+    }
+    peer.cookie.addMacs(msg, now);
+    const kp = beginSession(hs, now);
+    if (!kp) {
+      this.#indices.delete(index);
+      return;
+    }
+    this.#indices.set(index, { peer, keypair: kp });
+    this.#retire(peer.addKeypair(kp));
+    peer.timers.sessionDerived(now);
+    peer.timers.anyAuthenticatedPacketTraversal(now);
+    peer.timers.anyAuthenticatedPacketSent();
+    this.#send(peer, msg);
+  }
+
+  #receiveCookie(msg: Uint8Array): Verdict {
+    const entry = this.#indices.get(readU32(msg, 4));
+    if (!entry) return Verdict.DropUnknownIndex;
+    return entry.peer.cookie.consumeReply(msg, this.clock.now()) ? Verdict.Handled : Verdict.DropDecrypt;
+  }
+
+  // ---------------------------------------------------------------- timers
+
+  /** Runs every peer's expired timers and the rate limiter's garbage collection. */
+  tick(): void {
+    const now = this.clock.now();
+    for (const peer of this.peers.values()) {
+      if (peer.timers.next() <= now) peer.timers.expire(now, this, peer);
+    }
+    this.#rateLimiter.gc(now);
+  }
+
+  /** The earliest timer deadline of any peer (monotonic ms), Infinity if none: the event loop's timeout. */
+  nextDeadline(): number {
+    let next = Infinity;
+    for (const peer of this.peers.values()) next = Math.min(next, peer.timers.next());
+    return next;
+  }
+
+  expiredRetransmitHandshake(peer: Peer): void {
+    if (peer.timers.handshakeAttempts > MAX_TIMER_HANDSHAKES) {
+      // REKEY_ATTEMPT_TIME has passed: give up, drop what waited, and let the keys die in time.
+      peer.timers.sendKeepalive = Infinity;
+      peer.staged = [];
+      if (peer.timers.zeroKeyMaterial === Infinity) peer.timers.sessionDerived(this.clock.now());
+      return;
+    }
+    peer.timers.handshakeAttempts++;
+    this.sendInitiation(peer, true);
+  }
+
+  expiredSendKeepalive(peer: Peer): void {
+    this.sendKeepalive(peer);
+  }
+
+  expiredNewHandshake(peer: Peer): void {
+    this.sendInitiation(peer, false);
+  }
+
+  expiredZeroKeyMaterial(peer: Peer): void {
+    this.#retire(peer.clearKeypairs());
+    this.#retireHandshake(peer);
+  }
+
+  expiredSendPersistentKeepalive(peer: Peer): void {
+    if (peer.persistentKeepalive > 0) this.sendKeepalive(peer);
+  }
+
+  // ---------------------------------------------------------------- indices
+
+  /** A random 32-bit index not in use (paper 5.4.2: sender indices are random, to not leak a count). */
+  #allocateIndex(peer: Peer, keypair: Keypair | null): number {
+    for (;;) {
+      this.rng(this.#indexBuf);
+      const i = readU32(this.#indexBuf, 0);
+      if (i !== 0 && !this.#indices.has(i)) {
+        this.#indices.set(i, { peer, keypair });
+        return i;
+      }
+    }
+  }
+
+  #retire(keypairs: Keypair[]): void {
+    for (const k of keypairs) {
+      if (this.#indices.get(k.localIndex)?.keypair === k) this.#indices.delete(k.localIndex);
+      k.wipe();
+    }
+  }
+
+  #retireHandshake(peer: Peer): void {
+    const i = peer.handshake.localIndex;
+    if (i && this.#indices.get(i)?.keypair === null) this.#indices.delete(i);
+    peer.handshake.clear();
+  }
+
+  #jitter(): number {
+    this.rng(this.#jitterBuf);
+    return readU32(this.#jitterBuf, 0) % REKEY_TIMEOUT_JITTER_MAX;
+  }
+}
+
+/** Peers are keyed by their public key's bytes; a latin1 string of them is a cheap exact Map key. */
+function keyId(publicKey: Uint8Array): string {
+  return String.fromCharCode(...publicKey);
+}
+
+export type { Family, Peer };
