@@ -1,0 +1,385 @@
+/**
+ * rtnetlink (netlink(7), rtnetlink(7)): adding and removing addresses and routes, and watching links so the
+ * daemon notices its interface being deleted.
+ *
+ * A message is a 16-byte `nlmsghdr` {len u32, type u16, flags u16, seq u32, pid u32}, a fixed family header
+ * (`ifinfomsg`, `ifaddrmsg`, `rtmsg`) and attributes {len u16, type u16, data} padded to 4 bytes. Requests
+ * carry NLM_F_ACK and the kernel answers with NLMSG_ERROR whose first field is 0 or a negated errno.
+ * @module
+ */
+
+import {
+  AF_INET,
+  AF_INET6,
+  AF_NETLINK,
+  check,
+  closeFd,
+  EAGAIN,
+  EINTR,
+  ENOBUFS,
+  libc,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_RAW,
+  SysError,
+} from "./libc.ts";
+import { errno } from "./runtime.ts";
+
+export const NETLINK_ROUTE = 0;
+/** Multicast group bit for link events (RTMGRP_LINK). */
+export const RTMGRP_LINK = 1;
+
+export const NLMSG_ERROR = 2;
+export const NLMSG_DONE = 3;
+export const NLM_F_REQUEST = 0x1;
+export const NLM_F_ACK = 0x4;
+export const NLM_F_REPLACE = 0x100;
+export const NLM_F_EXCL = 0x200;
+export const NLM_F_CREATE = 0x400;
+
+export const RTM_NEWLINK = 16;
+export const RTM_DELLINK = 17;
+export const RTM_NEWADDR = 20;
+export const RTM_DELADDR = 21;
+export const RTM_NEWROUTE = 24;
+export const RTM_DELROUTE = 25;
+
+const NLMSGHDR_SIZE = 16;
+const IFINFOMSG_SIZE = 16;
+const IFADDRMSG_SIZE = 8;
+const RTMSG_SIZE = 12;
+const SOCKADDR_NL_SIZE = 12;
+
+const IFLA_IFNAME = 3;
+const IFLA_NEW_NETNSID = 45;
+const IFA_ADDRESS = 1;
+const IFA_LOCAL = 2;
+const RTA_DST = 1;
+const RTA_OIF = 4;
+const RTA_PRIORITY = 6;
+const RTA_TABLE = 15;
+
+/** The main routing table. */
+export const RT_TABLE_MAIN = 254;
+const RT_TABLE_UNSPEC = 0;
+const RTPROT_BOOT = 3;
+const RT_SCOPE_UNIVERSE = 0;
+const RT_SCOPE_LINK = 253;
+const RT_SCOPE_NOWHERE = 255;
+const RTN_UNICAST = 1;
+
+const align4 = (n: number) => (n + 3) & ~3;
+
+function sockaddrNl(groups: number): Uint8Array {
+  const a = new Uint8Array(SOCKADDR_NL_SIZE);
+  const v = new DataView(a.buffer);
+  v.setUint16(0, AF_NETLINK, true);
+  v.setUint32(8, groups, true);
+  return a;
+}
+
+/** Builds one netlink request: header, fixed part, attributes. */
+class MessageBuilder {
+  readonly buf = new Uint8Array(512);
+  readonly view = new DataView(this.buf.buffer);
+  length: number;
+
+  constructor(type: number, flags: number, seq: number, fixed: number) {
+    this.view.setUint16(4, type, true);
+    this.view.setUint16(6, flags, true);
+    this.view.setUint32(8, seq, true);
+    this.length = NLMSGHDR_SIZE + align4(fixed);
+  }
+
+  attr(type: number, data: Uint8Array): this {
+    const at = this.length;
+    this.view.setUint16(at, 4 + data.length, true);
+    this.view.setUint16(at + 2, type, true);
+    this.buf.set(data, at + 4);
+    this.length = at + align4(4 + data.length);
+    return this;
+  }
+
+  attrU32(type: number, value: number): this {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, value, true);
+    return this.attr(type, b);
+  }
+
+  finish(): Uint8Array {
+    this.view.setUint32(0, this.length, true);
+    return this.buf.subarray(0, this.length);
+  }
+}
+
+let seq = 1;
+
+/**
+ * Sends one request on a fresh rtnetlink socket and waits for the kernel's acknowledgement.
+ * @throws SysError naming `call` with the errno the kernel returned
+ */
+function request(msg: MessageBuilder, call: string, hints: Readonly<Record<number, string>>): void {
+  const fd = check(
+    libc.symbols.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE),
+    "socket(AF_NETLINK)",
+  );
+  try {
+    const bytes = msg.finish();
+    const kernel = sockaddrNl(0);
+    check(libc.symbols.sendto(fd, bytes, bytes.length, 0, kernel, SOCKADDR_NL_SIZE), `sendto(${call})`);
+    const reply = new Uint8Array(8192);
+    const from = new Uint8Array(SOCKADDR_NL_SIZE);
+    const fromLen = new Uint32Array([SOCKADDR_NL_SIZE]);
+    const mySeq = new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true);
+    // rtnetlink handles a request synchronously, so the acknowledgement is queued by the time sendto returns;
+    // the loop only skips unrelated messages, and is bounded.
+    for (let tries = 0; tries < 16; tries++) {
+      const n = check(libc.symbols.recvfrom(fd, reply, reply.length, 0, from, fromLen), `recvfrom(${call})`);
+      const v = new DataView(reply.buffer);
+      for (let at = 0; at + NLMSGHDR_SIZE <= n;) {
+        const len = v.getUint32(at, true);
+        if (len < NLMSGHDR_SIZE) break;
+        if (v.getUint16(at + 4, true) === NLMSG_ERROR && v.getUint32(at + 8, true) === mySeq) {
+          const err = -v.getInt32(at + NLMSGHDR_SIZE, true);
+          if (err === 0) return;
+          throw new SysError(call, err, hints[err]);
+        }
+        at += align4(len);
+      }
+    }
+    throw new SysError(call, EAGAIN, "no acknowledgement from the kernel");
+  } finally {
+    closeFd(fd);
+  }
+}
+
+const NEEDS_NET_ADMIN = "needs CAP_NET_ADMIN (run as root)";
+
+function familyCode(family: 4 | 6, addr: Uint8Array, prefixLen: number): number {
+  const bytes = family === 4 ? 4 : 16;
+  if (addr.length !== bytes) {
+    throw new RangeError(`IPv${family} address must be ${bytes} bytes, got ${addr.length}`);
+  }
+  if (prefixLen < 0 || prefixLen > bytes * 8) {
+    throw new RangeError(`IPv${family} prefix length must be 0 to ${bytes * 8}: ${prefixLen}`);
+  }
+  return family === 4 ? AF_INET : AF_INET6;
+}
+
+function addressMessage(
+  type: number,
+  flags: number,
+  index: number,
+  family: 4 | 6,
+  addr: Uint8Array,
+  prefix: number,
+) {
+  const m = new MessageBuilder(type, NLM_F_REQUEST | NLM_F_ACK | flags, seq++, IFADDRMSG_SIZE);
+  const at = NLMSGHDR_SIZE;
+  m.buf[at] = familyCode(family, addr, prefix);
+  m.buf[at + 1] = prefix;
+  m.buf[at + 3] = RT_SCOPE_UNIVERSE;
+  m.view.setUint32(at + 4, index, true);
+  return m.attr(IFA_LOCAL, addr).attr(IFA_ADDRESS, addr);
+}
+
+/**
+ * Adds an address to the interface with index `index`, like `ip addr add ADDR/PREFIX dev IF`.
+ * @throws SysError EEXIST when it is already there
+ */
+export function addAddress(index: number, family: 4 | 6, addr: Uint8Array, prefixLen: number): void {
+  request(
+    addressMessage(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, index, family, addr, prefixLen),
+    `netlink(RTM_NEWADDR ifindex ${index})`,
+    { 1: NEEDS_NET_ADMIN, 17: "address already assigned", 19: "no such interface" },
+  );
+}
+
+/** Removes an address from an interface, like `ip addr del`. */
+export function delAddress(index: number, family: 4 | 6, addr: Uint8Array, prefixLen: number): void {
+  request(
+    addressMessage(RTM_DELADDR, 0, index, family, addr, prefixLen),
+    `netlink(RTM_DELADDR ifindex ${index})`,
+    { 1: NEEDS_NET_ADMIN, 99: "address not assigned", 19: "no such interface" },
+  );
+}
+
+/** Options for {@link addRoute} and {@link delRoute}. */
+export interface RouteOptions {
+  /** Routing table id (default main, 254); ids above 255 are carried in RTA_TABLE. */
+  table?: number;
+  /** Route metric (RTA_PRIORITY). */
+  metric?: number;
+}
+
+function routeMessage(
+  type: number,
+  flags: number,
+  index: number,
+  family: 4 | 6,
+  dst: Uint8Array,
+  prefixLen: number,
+  options: RouteOptions,
+) {
+  const table = options.table ?? RT_TABLE_MAIN;
+  const m = new MessageBuilder(type, NLM_F_REQUEST | NLM_F_ACK | flags, seq++, RTMSG_SIZE);
+  const at = NLMSGHDR_SIZE;
+  m.buf[at] = familyCode(family, dst, prefixLen);
+  m.buf[at + 1] = prefixLen;
+  m.buf[at + 4] = table < 256 ? table : RT_TABLE_UNSPEC;
+  m.buf[at + 5] = RTPROT_BOOT;
+  // A device route without a gateway is link-scoped in IPv4; deletion matches any scope.
+  m.buf[at + 6] = type === RTM_DELROUTE ? RT_SCOPE_NOWHERE : family === 4 ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE;
+  m.buf[at + 7] = RTN_UNICAST;
+  if (prefixLen > 0) m.attr(RTA_DST, dst.subarray(0, dst.length));
+  m.attrU32(RTA_OIF, index).attrU32(RTA_TABLE, table);
+  if (options.metric !== undefined) m.attrU32(RTA_PRIORITY, options.metric);
+  return m;
+}
+
+/**
+ * Adds a route to `dst/prefixLen` through the interface `index`, like `ip route add DST dev IF table T`.
+ * @throws SysError EEXIST when the same route exists
+ */
+export function addRoute(
+  index: number,
+  family: 4 | 6,
+  dst: Uint8Array,
+  prefixLen: number,
+  options: RouteOptions = {},
+): void {
+  request(
+    routeMessage(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, index, family, dst, prefixLen, options),
+    `netlink(RTM_NEWROUTE ifindex ${index})`,
+    { 1: NEEDS_NET_ADMIN, 17: "route already exists", 19: "no such interface", 22: "invalid route" },
+  );
+}
+
+/** Removes a route added by {@link addRoute}. */
+export function delRoute(
+  index: number,
+  family: 4 | 6,
+  dst: Uint8Array,
+  prefixLen: number,
+  options: RouteOptions = {},
+): void {
+  request(
+    routeMessage(RTM_DELROUTE, 0, index, family, dst, prefixLen, options),
+    `netlink(RTM_DELROUTE ifindex ${index})`,
+    { 1: NEEDS_NET_ADMIN, 3: "no such route", 19: "no such interface" },
+  );
+}
+
+/** A link event: the interface `index` appeared or changed ("new"), or went away ("del"). */
+export interface LinkEvent {
+  type: "new" | "del";
+  index: number;
+  /** The interface name, when the kernel included it. */
+  name: string | null;
+  /** Interface flags (IFF_UP, IFF_RUNNING…). */
+  flags: number;
+  /**
+   * For "del": the interface was moved to another network namespace (`ip link set IF netns NS`) rather than
+   * deleted; the kernel marks this with IFLA_NEW_NETNSID. A TUN fd keeps working after such a move.
+   */
+  moved: boolean;
+}
+
+/**
+ * An rtnetlink socket subscribed to link events, non-blocking, to put in the poll set (`fd`, POLLIN).
+ * If the socket's queue overflows, `overflowed` becomes true: events were lost, so recheck the interface
+ * (e.g. with `if_indextoname`).
+ */
+export class LinkMonitor {
+  #fd: number;
+  readonly #buf = new Uint8Array(32768);
+  readonly #from = new Uint8Array(SOCKADDR_NL_SIZE);
+  readonly #fromLen = new Uint32Array(1);
+  /** Set when events were lost (ENOBUFS). */
+  overflowed = false;
+
+  constructor() {
+    this.#fd = check(
+      libc.symbols.socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE),
+      "socket(AF_NETLINK)",
+    );
+    const addr = sockaddrNl(RTMGRP_LINK);
+    if (libc.symbols.bind(this.#fd, addr, SOCKADDR_NL_SIZE) < 0) {
+      const e = errno();
+      closeFd(this.#fd);
+      throw new SysError("bind(AF_NETLINK RTMGRP_LINK)", e);
+    }
+  }
+
+  /** The descriptor, for the poll set; -1 once closed. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /** Reads every queued event without blocking; an empty list when there are none. */
+  read(): LinkEvent[] {
+    const events: LinkEvent[] = [];
+    for (let round = 0; round < 64; round++) {
+      this.#fromLen[0] = SOCKADDR_NL_SIZE;
+      const n = libc.symbols.recvfrom(this.#fd, this.#buf, this.#buf.length, 0, this.#from, this.#fromLen);
+      if (n < 0) {
+        const e = errno();
+        if (e === EAGAIN || e === EINTR) break;
+        if (e === ENOBUFS) {
+          this.overflowed = true;
+          continue;
+        }
+        throw new SysError("recvfrom(AF_NETLINK)", e);
+      }
+      if (n === 0) break;
+      this.#parse(n, events);
+    }
+    return events;
+  }
+
+  /** Reads the queued events and tells whether one of them deleted (not moved) the interface `index`. */
+  deleted(index: number): boolean {
+    return this.read().some((e) => e.type === "del" && e.index === index && !e.moved);
+  }
+
+  #parse(n: number, out: LinkEvent[]): void {
+    const b = this.#buf;
+    const v = new DataView(b.buffer);
+    for (let at = 0; at + NLMSGHDR_SIZE <= n;) {
+      const len = v.getUint32(at, true);
+      if (len < NLMSGHDR_SIZE || at + len > n) break;
+      const type = v.getUint16(at + 4, true);
+      if ((type === RTM_NEWLINK || type === RTM_DELLINK) && len >= NLMSGHDR_SIZE + IFINFOMSG_SIZE) {
+        const fixed = at + NLMSGHDR_SIZE;
+        const event: LinkEvent = {
+          type: type === RTM_NEWLINK ? "new" : "del",
+          index: v.getInt32(fixed + 4, true),
+          name: null,
+          flags: v.getUint32(fixed + 8, true),
+          moved: false,
+        };
+        for (let a = fixed + IFINFOMSG_SIZE; a + 4 <= at + len;) {
+          const alen = v.getUint16(a, true);
+          if (alen < 4) break;
+          const atype = v.getUint16(a + 2, true) & 0x3fff; // Without NLA_F_NESTED / NLA_F_NET_BYTEORDER.
+          if (atype === IFLA_IFNAME) {
+            let end = a + 4;
+            while (end < a + alen && b[end] !== 0) end++;
+            event.name = new TextDecoder().decode(b.subarray(a + 4, end));
+          } else if (atype === IFLA_NEW_NETNSID) {
+            event.moved = true;
+          }
+          a += align4(alen);
+        }
+        out.push(event);
+      }
+      at += align4(len);
+    }
+  }
+
+  /** Closes the socket. Idempotent. */
+  close(): void {
+    closeFd(this.#fd);
+    this.#fd = -1;
+  }
+}
