@@ -93,6 +93,7 @@ export const errnoNames: Readonly<Record<number, string>> = {
   28: "ENOSPC",
   32: "EPIPE",
   34: "ERANGE",
+  77: "EBADFD",
   88: "ENOTSOCK",
   89: "EDESTADDRREQ",
   90: "EMSGSIZE",
