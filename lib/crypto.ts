@@ -242,20 +242,29 @@ export function xaeadDecrypt(
   }
 }
 
+/** 2^24 ns: rounddown_pow_of_two(NSEC_PER_SEC / INITIATIONS_PER_SECOND), as the kernel's tai64n_now. */
+const TAI64N_NANOS_GRAIN = 2 ** 24;
+
 /**
- * TAI64N(): 12 bytes, big-endian seconds since 1970 offset by 2^62, then big-endian nanoseconds. Like the
- * kernel we round the nanoseconds down (here to the millisecond our clock gives) so the timestamp does not
- * leak the fine-grained clock.
+ * TAI64N(): 12 bytes, big-endian TAI64 seconds (https://cr.yp.to/libtai/tai64.html: 2^62 + 10 + seconds since
+ * 1970, the label the kernel and wireguard-go write), then big-endian nanoseconds. A responder keeps the
+ * greatest timestamp it has seen per peer, so the label must match theirs: a peer that moved to us from
+ * another implementation with the same key would otherwise have its handshakes refused for 10 seconds.
+ *
+ * Like the kernel, the nanoseconds are rounded down to a multiple of 2^24 (the largest power of two below
+ * 1 s / INITIATIONS_PER_SECOND), so the timestamp does not leak the fine-grained clock.
  */
 export function tai64n(wallMs: number): Uint8Array {
   const out = new Uint8Array(NOISE_TIMESTAMP_LEN);
   const secs = Math.floor(wallMs / 1000);
   const nanos = Math.floor(wallMs - secs * 1000) * 1_000_000;
   const v = new DataView(out.buffer);
-  // 2^62 + secs: the high word carries 0x40000000 plus the seconds above 2^32.
-  v.setUint32(0, 0x40000000 + Math.floor(secs / 2 ** 32));
-  v.setUint32(4, secs >>> 0);
-  v.setUint32(8, nanos);
+  // 2^62 + 10 + secs: the high word carries 0x40000000 plus the seconds above 2^32 (with any carry out of the
+  // low word, which holds 10 + the low 32 bits of the seconds).
+  const low = 10 + (secs % 2 ** 32);
+  v.setUint32(0, 0x40000000 + Math.floor(secs / 2 ** 32) + Math.floor(low / 2 ** 32));
+  v.setUint32(4, low >>> 0);
+  v.setUint32(8, nanos - (nanos % TAI64N_NANOS_GRAIN));
   return out;
 }
 
