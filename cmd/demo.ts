@@ -29,7 +29,12 @@ function makeNode(name: string, last: number): Node {
   const device = new Device({ clock, rng: systemRng });
   const key = dhGenerate(systemRng);
   device.setPrivateKey(key);
-  return { name, device, endpoint: new Endpoint(4, new Uint8Array([192, 0, 2, last]), 51820), publicKey: dhPublic(key) };
+  return {
+    name,
+    device,
+    endpoint: new Endpoint(4, new Uint8Array([192, 0, 2, last]), 51820),
+    publicKey: dhPublic(key),
+  };
 }
 
 function peerWith(x: Node, y: Node, allowed: string): void {
@@ -79,12 +84,18 @@ export function inProcessDemo(): number {
   const b = makeNode("bob", 2);
   peerWith(a, b, "10.0.0.2/32");
   peerWith(b, a, "10.0.0.1/32");
-  say(`typetun demo (in process): alice ${keyToBase64(a.publicKey).slice(0, 8)}… ↔ bob ${keyToBase64(b.publicKey).slice(0, 8)}…`);
+  say(
+    `typetun demo (in process): alice ${keyToBase64(a.publicKey).slice(0, 8)}… ↔ bob ${
+      keyToBase64(b.publicKey).slice(0, 8)
+    }…`,
+  );
 
   const buf = new Uint8Array(DATA_HEADER_LEN + 1500 + 32);
   const t0 = performance.now();
   packet(buf, DATA_HEADER_LEN, 84, 1, 2);
-  if (a.device.handlePlaintext(buf, DATA_HEADER_LEN, 84) !== Verdict.Queued) throw new Error("expected a handshake");
+  if (a.device.handlePlaintext(buf, DATA_HEADER_LEN, 84) !== Verdict.Queued) {
+    throw new Error("expected a handshake");
+  }
   const messages = carry(a, b);
   say(`handshake: ${messages} messages (initiation, response), ${(performance.now() - t0).toFixed(1)} ms`);
 
@@ -100,10 +111,18 @@ export function inProcessDemo(): number {
   }
   const secs = (performance.now() - t1) / 1000;
   say(`data: ${delivered}/${n} packets of ${size} bytes encrypted and decrypted, both directions`);
-  say(`      ${(n * size * 8 / secs / 1e6).toFixed(0)} Mbit/s through both ends on one core (${a.device.aead.name} AEAD)`);
+  say(
+    `      ${
+      (n * size * 8 / secs / 1e6).toFixed(0)
+    } Mbit/s through both ends on one core (${a.device.aead.name} AEAD)`,
+  );
   for (const node of [a, b]) {
     const p = node.device.info().peers[0]!;
-    say(`${node.name}: peer ${keyToBase64(p.publicKey).slice(0, 8)}… transfer ${p.rxBytes} B received, ${p.txBytes} B sent`);
+    say(
+      `${node.name}: peer ${
+        keyToBase64(p.publicKey).slice(0, 8)
+      }… transfer ${p.rxBytes} B received, ${p.txBytes} B sent`,
+    );
   }
   say("Run as root for the real thing: two network namespaces joined by a typetun tunnel.");
   return delivered === n ? 0 : 1;

@@ -17,7 +17,9 @@ function warnIfWorldReadable(): void {
   try {
     const st = fstatSync(1);
     if (st.isFile() && (st.mode & 0o007) !== 0) {
-      process.stderr.write("Warning: writing to world accessible file.\nConsider setting the umask to 077 and trying again.\n");
+      process.stderr.write(
+        "Warning: writing to world accessible file.\nConsider setting the umask to 077 and trying again.\n",
+      );
     }
   } catch {
     // stdout is not something we can stat: nothing to warn about.

@@ -3,10 +3,12 @@
  * @module
  */
 import process from "node:process";
+import { daemonMain } from "./daemon.ts";
 import { inProcessDemo } from "./demo.ts";
 import { genkey, genpsk, pubkey } from "./keys.ts";
 
 const USAGE = `Usage: typetun <cmd> [<args>]
+       typetun [-f/--foreground] INTERFACE-NAME   (the daemon, as wireguard-go)
 
 Available subcommands:
   genkey    Generates a new private key and writes it to stdout
@@ -17,7 +19,7 @@ Available subcommands:
 `;
 
 export async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
+  const [command] = argv;
   switch (command) {
     case "genkey":
       return genkey();
@@ -32,9 +34,11 @@ export async function main(argv: string[]): Promise<number> {
     case "-h":
       process.stdout.write(USAGE);
       return 0;
-    default:
-      process.stderr.write(`Invalid subcommand: '${command ?? ""}'\n${USAGE}`);
-      void rest;
+    case undefined:
+      process.stderr.write(USAGE);
       return 1;
+    default:
+      // Anything else is wireguard-go's calling convention: `typetun [-f] IFNAME`.
+      return await daemonMain(argv);
   }
 }

@@ -1,0 +1,392 @@
+/**
+ * The daemon, called as wireguard-go is: `typetun [-f|--foreground] IFNAME`. It creates the TUN interface,
+ * serves the cross-platform UAPI on /var/run/wireguard/IFNAME.sock, and moves packets between the TUN, the UDP
+ * sockets and lib/'s Device until it is signalled or the interface is deleted.
+ *
+ * The event loop runs on the main thread. When idle it waits in an asynchronous poll (the JavaScript event
+ * loop keeps serving the UAPI socket and signals meanwhile); when busy it drains the descriptors synchronously
+ * in bounded batches and yields to the event loop after each round, so `wg show` and SIGTERM are served even
+ * at full load. The UAPI handler wakes the poll through an eventfd after a change.
+ * @module
+ */
+import { spawn } from "node:child_process";
+import { chmodSync, mkdirSync, unlinkSync } from "node:fs";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import process from "node:process";
+import { performance } from "node:perf_hooks";
+import { setImmediate } from "node:timers";
+import { type Clock, Device, Verdict } from "../lib/device.ts";
+import { DATA_HEADER_LEN, NOISE_AUTHTAG_LEN } from "../lib/messages.ts";
+import { EADDRINUSE, formatErrno, formatGet, parseSet, UapiReader, type UapiRequest } from "../lib/uapi.ts";
+import { SysError } from "../ffi/libc.ts";
+import { LinkMonitor } from "../ffi/netlink.ts";
+import { PollSet, Waker } from "../ffi/poll.ts";
+import { runtimeName } from "../ffi/runtime.ts";
+import { ifIndex, openTun, setMtu, type Tun } from "../ffi/tun.ts";
+import { RecvBatch, SendBatch, UdpBind, type UdpSocket } from "../ffi/udp.ts";
+import { systemRng } from "./keys.ts";
+import { Level, levelFromEnv, Logger } from "./log.ts";
+
+export const SOCKET_DIR = "/var/run/wireguard";
+/** wireguard-go's default MTU: 1500 minus the largest overhead (IPv6 40 + UDP 8 + WireGuard 32). */
+export const DEFAULT_MTU = 1420;
+/** Packets per batch in each direction before the loop turns to the other descriptors. */
+const BATCH = 64;
+/** Room for the largest IP packet, the data header in front of it, and padding and tag behind it. */
+const SLOT = DATA_HEADER_LEN + 65535 + 16 + NOISE_AUTHTAG_LEN;
+/** Rounds of draining before the event loop gets a turn, even if packets keep coming. */
+const ROUNDS_PER_YIELD = 8;
+
+const USAGE = `Usage: typetun [-f/--foreground] INTERFACE-NAME\n`;
+
+/** Entry point for `typetun [-f] IFNAME`. */
+export async function daemonMain(args: string[]): Promise<number> {
+  let foreground = process.env.WG_PROCESS_FOREGROUND === "1";
+  const names: string[] = [];
+  for (const a of args) {
+    if (a === "-f" || a === "--foreground") foreground = true;
+    else names.push(a);
+  }
+  if (names.length !== 1 || !/^[^/\s]{1,15}$/.test(names[0]!) || names[0] === "." || names[0] === "..") {
+    process.stderr.write(USAGE);
+    return 1;
+  }
+  const name = names[0]!;
+  if (!foreground) return await startInBackground(name);
+  const log = new Logger(levelFromEnv(process.env.LOG_LEVEL), name);
+  return await serve(name, log, process.env.TYPETUN_READY_FD === "stdout");
+}
+
+/** The command that runs this program again: the runtime and script when run from source, or the binary. */
+export function selfCommand(): [string, string[]] {
+  const script = process.argv[1] ?? "";
+  if (/\.(ts|js)$/.test(script)) {
+    return [process.execPath, runtimeName === "deno" ? ["run", "-A", script] : [script]];
+  }
+  return [process.execPath, []];
+}
+
+/**
+ * Without -f, wireguard-go returns once the interface exists and keeps serving in the background. We start
+ * ourselves again in the foreground, detached, and wait for it to report "ready" (or an error) on a pipe.
+ */
+function startInBackground(name: string): Promise<number> {
+  const [cmd, pre] = selfCommand();
+  const child = spawn(cmd, [...pre, "-f", name], {
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, TYPETUN_READY_FD: "stdout", WG_PROCESS_FOREGROUND: "1" },
+  });
+  return new Promise((resolve) => {
+    let out = "", err = "";
+    const done = (code: number) => {
+      child.stdout!.removeAllListeners();
+      child.stderr!.removeAllListeners();
+      child.stdout!.destroy();
+      child.stderr!.destroy();
+      child.unref();
+      resolve(code);
+    };
+    child.stderr!.on("data", (d) => (err += d.toString()));
+    child.stdout!.on("data", (d) => {
+      out += d.toString();
+      if (out.includes("ready\n")) done(0);
+    });
+    child.on("exit", (code) => {
+      process.stderr.write(err || `typetun: the daemon for ${name} exited with status ${code}\n`);
+      done(code || 1);
+    });
+  });
+}
+
+const clock: Clock = { now: () => performance.now(), wall: () => Date.now() };
+
+/** Refuses a name whose UAPI socket answers (a live daemon), removes one that does not (a stale socket). */
+async function claimSocket(path: string): Promise<void> {
+  const live = await new Promise<boolean>((resolve) => {
+    const s = connect(path);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", (e: NodeJS.ErrnoException) => resolve(e.code === "EACCES"));
+  });
+  if (live) throw new Error(`${path} is in use: another process already serves this interface`);
+  try {
+    unlinkSync(path);
+  } catch {
+    // No stale socket to remove.
+  }
+}
+
+/** Runs the daemon in the foreground until a signal or the interface's deletion; returns the exit code. */
+export async function serve(name: string, log: Logger, reportReady: boolean): Promise<number> {
+  const sockPath = `${SOCKET_DIR}/${name}.sock`;
+  let tun: Tun, bind: UdpBind, links: LinkMonitor, waker: Waker, server: Server;
+  try {
+    await claimSocket(sockPath);
+    tun = openTun(name);
+    setMtu(tun.name, DEFAULT_MTU);
+    bind = UdpBind.open(0);
+    links = new LinkMonitor();
+    waker = new Waker();
+    mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o755 });
+    server = await listenUapi(sockPath);
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`typetun: ${name}: ${msg}\n`);
+    if (reportReady) process.stdout.write(`error\n`);
+    return 1;
+  }
+  const device = new Device({ clock, rng: systemRng, mtu: DEFAULT_MTU });
+  device.listenPort = bind.port;
+  const index = ifIndex(tun.name);
+  log.info(`Interface ${tun.name} created (ifindex ${index}), UDP port ${bind.port}, UAPI on ${sockPath}`);
+
+  let stopping = false;
+  let exitCode = 0;
+  const stop = (why: string, code = 0) => {
+    if (stopping) return;
+    stopping = true;
+    exitCode = code;
+    log.info(`Shutting down: ${why}`);
+    waker.wake();
+  };
+  const onSignal = (sig: string) => () => stop(`received ${sig}`);
+  process.on("SIGINT", onSignal("SIGINT"));
+  process.on("SIGTERM", onSignal("SIGTERM"));
+
+  const loop = new DataPlane(device, tun, bind, links, waker, index, log, stop);
+  server.on("connection", (conn) =>
+    serveUapiConnection(conn, (req) => {
+      const reply = handleUapi(req, device, loop);
+      waker.wake(); // a change may have queued handshakes or keepalives, or moved a deadline
+      return reply;
+    }));
+  if (reportReady) {
+    // Started in the background: the parent reads this line and exits, taking the pipes with it. From here on
+    // the daemon has no terminal to talk to (as wireguard-go's detached child), so logging stops.
+    process.stdout.write("ready\n");
+    process.stdout.on("error", () => {});
+    process.stderr.on("error", () => {});
+    log.level = Level.Silent;
+  }
+
+  try {
+    await loop.run(() => stopping);
+  } catch (e) {
+    log.error(`Data plane failed: ${e instanceof Error ? e.message : e}`);
+    exitCode = 1;
+  }
+  server.close();
+  try {
+    unlinkSync(sockPath);
+  } catch {
+    // Already gone.
+  }
+  loop.bind.close();
+  tun.close();
+  links.close();
+  waker.close();
+  process.removeAllListeners("SIGINT");
+  process.removeAllListeners("SIGTERM");
+  return exitCode;
+}
+
+function listenUapi(path: string): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    // wireguard-go creates the socket with umask 077: only root may configure the interface.
+    const old = process.umask(0o077);
+    server.once("error", (e) => {
+      process.umask(old);
+      reject(e);
+    });
+    server.listen(path, () => {
+      process.umask(old);
+      try {
+        chmodSync(path, 0o755 & ~0o077);
+      } catch {
+        // The umask already made it private.
+      }
+      resolve(server);
+    });
+  });
+}
+
+function serveUapiConnection(conn: Socket, handle: (req: UapiRequest) => string): void {
+  const reader = new UapiReader();
+  const answer = (reqs: UapiRequest[]) => {
+    for (const req of reqs) {
+      conn.write(handle(req));
+      if (req.op === "error") {
+        conn.end();
+        return;
+      }
+    }
+  };
+  conn.on("data", (chunk) => answer(reader.push(chunk.toString("utf8"))));
+  conn.on("end", () => {
+    answer(reader.end());
+    conn.end();
+  });
+  conn.on("error", () => conn.destroy());
+}
+
+/** One UAPI request against the running device (cmd-side effects: rebinding the port, the fwmark). */
+function handleUapi(req: UapiRequest, device: Device, loop: DataPlane): string {
+  if (req.op === "error") return formatErrno(req.errno);
+  if (req.op === "get") return formatGet(device.info()) + formatErrno(0);
+  const parsed = parseSet(req.body);
+  if (!parsed.ok) {
+    loop.log.error(`UAPI set refused: ${parsed.message}`);
+    return formatErrno(parsed.errno);
+  }
+  const update = parsed.value;
+  // Sockets first: if the port is taken nothing else changes (the whole set is refused, as one operation).
+  if (update.listenPort !== undefined || update.fwmark !== undefined) {
+    const port = update.listenPort ?? device.listenPort;
+    const mark = update.fwmark ?? device.fwmark;
+    try {
+      if (port !== device.listenPort) loop.rebind(UdpBind.open(port, mark));
+      else if (mark !== device.fwmark) loop.bind.setMark(mark);
+    } catch (e) {
+      loop.log.error(`UAPI set refused: ${e instanceof Error ? e.message : e}`);
+      return formatErrno(EADDRINUSE);
+    }
+    update.listenPort = loop.bind.port;
+  }
+  device.apply(update);
+  loop.flushOutbox();
+  return formatErrno(0);
+}
+
+/** The packet loop: TUN ⇄ Device ⇄ UDP. Preallocated buffers; no allocation per data packet. */
+class DataPlane {
+  readonly #poll = new PollSet(5);
+  readonly #recv = new RecvBatch(BATCH, SLOT);
+  readonly #send = new SendBatch(BATCH, SLOT);
+  /** Per receive slot, the view where decrypted packets start (the data header is in front). */
+  readonly #plainViews: Uint8Array[];
+  readonly #src: { addr: Uint8Array; port: number } = { addr: new Uint8Array(4), port: 0 };
+  bind: UdpBind;
+
+  constructor(
+    readonly device: Device,
+    readonly tun: Tun,
+    bind: UdpBind,
+    readonly links: LinkMonitor,
+    readonly waker: Waker,
+    readonly ifindex: number,
+    readonly log: Logger,
+    readonly stop: (why: string, code?: number) => void,
+  ) {
+    this.bind = bind;
+    this.#plainViews = this.#recv.packets.map((p) => p.subarray(DATA_HEADER_LEN));
+    this.#poll.add(tun.fd, 1);
+    this.#poll.add(bind.v4?.fd ?? -1, 1);
+    this.#poll.add(bind.v6?.fd ?? -1, 1);
+    this.#poll.add(waker.fd, 1);
+    this.#poll.add(links.fd, 1);
+  }
+
+  /** Switches to new sockets (listen port change); the old ones are closed. */
+  rebind(next: UdpBind): void {
+    if (next === this.bind) return;
+    this.bind.close();
+    this.bind = next;
+    this.device.listenPort = next.port;
+    this.#poll.set(1, next.v4?.fd ?? -1, 1);
+    this.#poll.set(2, next.v6?.fd ?? -1, 1);
+  }
+
+  async run(stopping: () => boolean): Promise<void> {
+    let rounds = 0;
+    while (!stopping()) {
+      const busy = this.#round();
+      if (stopping()) break;
+      if (busy) {
+        // Full load: give the event loop (UAPI socket, signals) a turn every few rounds.
+        if (++rounds >= ROUNDS_PER_YIELD) {
+          rounds = 0;
+          await new Promise<void>((r) => setImmediate(r));
+        }
+        continue;
+      }
+      rounds = 0;
+      const next = this.device.nextDeadline();
+      const timeout = next === Infinity ? 1000 : Math.max(0, Math.min(1000, Math.ceil(next - clock.now())));
+      await this.#poll.pollAsync(timeout);
+    }
+  }
+
+  /** Polls without waiting and serves whatever is ready; true if any packet moved. */
+  #round(): boolean {
+    this.#poll.poll(0);
+    let moved = false;
+    if (this.#poll.readable(3)) this.waker.drain();
+    if (this.#poll.readable(4) && this.links.deleted(this.ifindex)) {
+      this.stop(`interface ${this.tun.name} was deleted`);
+      return false;
+    }
+    if (this.#poll.readable(0)) moved = this.#fromTun() || moved;
+    if (this.#poll.readable(1) && this.bind.v4) moved = this.#fromUdp(this.bind.v4) || moved;
+    if (this.#poll.readable(2) && this.bind.v6) moved = this.#fromUdp(this.bind.v6) || moved;
+    if (this.device.nextDeadline() <= clock.now()) this.device.tick();
+    this.flushOutbox();
+    return moved;
+  }
+
+  /** Reads up to BATCH packets from the TUN, encrypting each in place in a send slot. */
+  #fromTun(): boolean {
+    const send = this.#send;
+    let n = 0, read = 0;
+    for (; read < BATCH; read++) {
+      const slot = send.packets[n]!;
+      let len: number;
+      try {
+        len = this.tun.read(slot.subarray(DATA_HEADER_LEN, DATA_HEADER_LEN + 65535));
+      } catch (e) {
+        // EBADFD: the interface is gone (also after it was moved to another namespace and deleted there).
+        this.stop(`reading the TUN failed: ${e instanceof SysError ? e.hint : e}`);
+        break;
+      }
+      if (len === 0) break;
+      if (this.device.handlePlaintext(slot, DATA_HEADER_LEN, len) !== Verdict.Send) continue;
+      const out = this.device.out;
+      const ep = out.endpoint!;
+      send.set(n++, out.length, ep.family, ep.addr, ep.port);
+    }
+    if (n > 0) send.send(this.bind, n);
+    return read > 0;
+  }
+
+  /** Receives up to BATCH datagrams from one socket; decrypted packets go to the TUN. */
+  #fromUdp(sock: UdpSocket): boolean {
+    const recv = this.#recv;
+    const n = recv.recv(sock);
+    const src = this.#src;
+    for (let i = 0; i < n; i++) {
+      if (recv.truncated(i)) continue;
+      src.addr = recv.address(i);
+      src.port = recv.port(i);
+      const v = this.device.handleDatagram(recv.packets[i]!, 0, recv.length(i), src);
+      if (v === Verdict.Deliver) this.tun.write(this.#plainViews[i]!, this.device.out.length);
+      else if (v > Verdict.Handled && this.log.level >= Level.Debug) {
+        this.log.debug(`Dropped a datagram from port ${src.port}: ${Verdict[v]}`);
+      }
+    }
+    return n > 0;
+  }
+
+  /** Sends what the device queued outside the hot path (handshakes, keepalives, staged packets). */
+  flushOutbox(): void {
+    const box = this.device.outbox;
+    for (let i = 0; i < box.length; i++) {
+      const d = box[i]!;
+      const sock = this.bind.socket(d.endpoint.family);
+      if (sock) sock.sendTo(d.data, d.data.length, d.endpoint.addr, d.endpoint.port);
+    }
+    box.length = 0;
+  }
+}
