@@ -2,7 +2,7 @@
  * Test doubles for the sans-I/O core: a fake clock, a seeded RNG, and a pair of devices wired back to back.
  */
 import { dhGenerate, dhPublic, type Rng } from "../../lib/crypto.ts";
-import { type Clock, Device, type DeviceOptions, Verdict } from "../../lib/device.ts";
+import { type Clock, Device, type DeviceOptions, type Peer, Verdict } from "../../lib/device.ts";
 import { Endpoint, parseCidr } from "../../lib/ip.ts";
 
 export class FakeClock implements Clock {
@@ -76,13 +76,23 @@ export function ipv6Packet(src: Uint8Array, dst: Uint8Array, payload: Uint8Array
  * its only peer. `psk` is set on both when given.
  */
 export function pair(
-  opts: { psk?: Uint8Array; clock?: FakeClock; seed?: number } & Partial<DeviceOptions> = {},
+  opts:
+    & {
+      psk?: Uint8Array;
+      clock?: FakeClock;
+      seed?: number;
+      /** Options for A's or B's device only (e.g. only B under load). */
+      optsA?: Partial<DeviceOptions>;
+      optsB?: Partial<DeviceOptions>;
+    }
+    & Partial<DeviceOptions> = {},
 ): { a: Side; b: Side; clock: FakeClock } {
   const clock = opts.clock ?? new FakeClock();
   const rng = seededRng(opts.seed ?? 42);
-  const make = (port: number, last: number): Side => {
+  const { optsA, optsB, ...common } = opts;
+  const make = (port: number, last: number, own: Partial<DeviceOptions> | undefined): Side => {
     const privateKey = dhGenerate(rng);
-    const device = new Device({ ...opts, clock, rng });
+    const device = new Device({ ...common, ...own, clock, rng });
     device.setPrivateKey(privateKey);
     device.listenPort = port;
     return {
@@ -93,8 +103,8 @@ export function pair(
       delivered: [],
     };
   };
-  const a = make(1000, 1);
-  const b = make(2000, 2);
+  const a = make(1000, 1, optsA);
+  const b = make(2000, 2, optsB);
   const link = (x: Side, y: Side, ip: string) => {
     x.device.apply({
       replacePeers: false,
@@ -165,4 +175,69 @@ export function send(x: Side, packet: Uint8Array): { verdict: Verdict; datagram:
   if (verdict !== Verdict.Send) return { verdict, datagram: null };
   const o = x.device.out;
   return { verdict, datagram: buf.slice(o.offset, o.offset + o.length) };
+}
+
+/** The peer object `x` holds for `y`. */
+export function peerOf(x: Side, y: Side): Peer {
+  const p = x.device.peer(y.publicKey);
+  if (!p) throw new Error("not peered");
+  return p;
+}
+
+/** Takes every datagram out of `x`'s outbox. */
+export function drain(x: Side): Uint8Array[] {
+  return x.device.outbox.splice(0).map((d) => d.data);
+}
+
+/** Datagrams of one message type (1 initiation, 2 response, 3 cookie reply, 4 data). */
+export function ofType(datagrams: Uint8Array[], type: number): Uint8Array[] {
+  return datagrams.filter((d) => d[0] === type);
+}
+
+/**
+ * Lets `ms` of fake time pass, stopping at every timer deadline of either device to tick both and carry
+ * whatever they send across (through `filter`, as `pump`). Returns the verdicts seen.
+ */
+export function elapse(
+  clock: FakeClock,
+  a: Side,
+  b: Side,
+  ms: number,
+  filter?: (from: Side, data: Uint8Array) => Uint8Array | null,
+): Verdict[] {
+  const end = clock.t + ms;
+  const verdicts: Verdict[] = [];
+  for (let i = 0; i < 100_000; i++) {
+    const next = Math.min(a.device.nextDeadline(), b.device.nextDeadline(), end);
+    if (next > clock.t) clock.t = next;
+    a.device.tick();
+    b.device.tick();
+    verdicts.push(...pump(a, b, filter));
+    if (clock.t >= end && Math.min(a.device.nextDeadline(), b.device.nextDeadline()) > end) return verdicts;
+  }
+  throw new Error("elapse did not settle");
+}
+
+/** A packet from A (10.0.0.1) to B (10.0.0.2) or back, with a recognisable payload. */
+export function packetAB(n: number, size = 40): Uint8Array {
+  return ipv4Packet("10.0.0.1", "10.0.0.2", new Uint8Array(size).fill(n & 0xff));
+}
+export function packetBA(n: number, size = 40): Uint8Array {
+  return ipv4Packet("10.0.0.2", "10.0.0.1", new Uint8Array(size).fill(n & 0xff));
+}
+
+/** Whether a verdict means the datagram or packet was dropped. */
+export function isDrop(v: Verdict): boolean {
+  return v > Verdict.Handled;
+}
+
+/** Completes a handshake with A initiating (A's packet reaches B) and returns the time it completed. */
+export function connect(a: Side, b: Side, clock: FakeClock): number {
+  const p = packetAB(0xee);
+  const before = b.delivered.length;
+  send(a, p);
+  pump(a, b);
+  if (b.delivered.length !== before + 1) throw new Error("handshake did not complete");
+  b.delivered.pop();
+  return clock.now();
 }
