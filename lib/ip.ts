@@ -51,13 +51,14 @@ export function parseIPv6(s: string): Uint8Array | null {
   if (s.includes("%")) s = s.slice(0, s.indexOf("%")); // zone ids are not part of the address
   const halves = s.split("::");
   if (halves.length > 2) return null;
-  const groups = (h: string): number[] | null => {
+  // A dotted IPv4 tail may only end the whole address (RFC 4291 section 2.2, form 3), never precede "::".
+  const groups = (h: string, ipv4Tail: boolean): number[] | null => {
     if (h === "") return [];
     const out: number[] = [];
     const parts = h.split(":");
     for (let i = 0; i < parts.length; i++) {
       const p = parts[i]!;
-      if (i === parts.length - 1 && p.includes(".")) {
+      if (ipv4Tail && i === parts.length - 1 && p.includes(".")) {
         const v4 = parseIPv4(p);
         if (!v4) return null;
         out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
@@ -68,8 +69,8 @@ export function parseIPv6(s: string): Uint8Array | null {
     }
     return out;
   };
-  const head = groups(halves[0]!);
-  const tail = halves.length === 2 ? groups(halves[1]!) : [];
+  const head = groups(halves[0]!, halves.length === 1);
+  const tail = halves.length === 2 ? groups(halves[1]!, true) : [];
   if (!head || !tail) return null;
   const n = head.length + tail.length;
   if (halves.length === 2 ? n > 7 : n !== 8) return null;
