@@ -202,16 +202,15 @@ export function pinned(size: number): Uint8Array {
 // thread (a Worker gets its own), so the address is looked up once.
 const errnoLib = openLibrary(LIBC, { __errno_location: { args: [], result: "pointer" } });
 const errnoAddress = errnoLib.symbols.__errno_location();
-const readErrno: () => number = runtimeName === "deno"
-  ? ((view: Any) => () => view.getInt32(0) as number)(
-    new DenoNs.UnsafePointerView(DenoNs.UnsafePointer.create(errnoAddress)),
-  )
-  : ((read: Any, at: number) => () => read.i32(at, 0) as number)(bunFfi.read, Number(errnoAddress));
+const errnoView: Any = runtimeName === "deno"
+  ? new DenoNs.UnsafePointerView(DenoNs.UnsafePointer.create(errnoAddress))
+  : undefined;
+const errnoNumber = Number(errnoAddress);
 
 /**
  * The calling thread's `errno`, as left by the last synchronous call that failed.
  * @returns the errno value
  */
 export function errno(): number {
-  return readErrno();
+  return errnoView !== undefined ? errnoView.getInt32(0) : bunFfi.read.i32(errnoNumber, 0);
 }
