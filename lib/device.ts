@@ -149,7 +149,7 @@ export class Device implements TimerHandler<Peer> {
   readonly out: Output = { offset: 0, length: 0, endpoint: null, peer: null };
   readonly #indices = new Map<number, IndexEntry>();
   readonly #cookieChecker = new CookieChecker();
-  readonly #rateLimiter = new RateLimiter();
+  readonly #rateLimiter: RateLimiter;
   readonly #underLoadThreshold: number;
   #handshakeWindowStart = 0;
   #handshakesInWindow = 0;
@@ -163,6 +163,10 @@ export class Device implements TimerHandler<Peer> {
     this.aead = opts.aead ?? nobleAead;
     this.mtu = opts.mtu ?? 1420;
     this.#underLoadThreshold = opts.underLoadThreshold ?? DEFAULT_UNDER_LOAD_THRESHOLD;
+    // A secret hash seed, so that nobody can aim source addresses at one slot of the rate limiter's table.
+    const seed = new Uint8Array(4);
+    this.rng(seed);
+    this.#rateLimiter = new RateLimiter({ seed: readU32(seed, 0) });
   }
 
   // ---------------------------------------------------------------- configuration
