@@ -625,3 +625,47 @@ Deno.test("UAPI through the device: set, get, remove, replace_peers, update_only
   assert.equal(dev.info().privateKey, null);
   assert.ok(!formatGet(dev.info()).includes("private_key="));
 });
+
+Deno.test("a responder without a configured endpoint learns it from the initiation and can reply", () => {
+  const { a, b } = pair();
+  b.device.removePeer(a.publicKey);
+  b.device.apply({
+    replacePeers: false,
+    peers: [{
+      publicKey: a.publicKey,
+      remove: false,
+      updateOnly: false,
+      replaceAllowedIps: false,
+      allowedIps: [parseCidr("10.0.0.1/32")!],
+    }],
+  });
+  assert.equal(send(b, packetBA(1)).verdict, Verdict.DropNoEndpoint);
+  exchange(a, b, packetAB(2));
+  assert.deepEqual(b.delivered, [packetAB(2)]);
+  assert.equal(b.device.info().peers[0]!.endpoint!.toString(), "192.0.2.1:1000");
+  const r = send(b, packetBA(3));
+  assert.equal(r.verdict, Verdict.Send);
+  assert.equal(deliver(a, r.datagram!, b.endpoint), Verdict.Deliver);
+});
+
+Deno.test("setting the same private key again keeps sessions; a new key drops them", () => {
+  const { a, b } = pair();
+  connect(a, b, new FakeClock());
+  const kp = peerOf(a, b).current;
+  a.device.setPrivateKey(a.privateKey);
+  assert.equal(peerOf(a, b).current, kp);
+  assert.equal(send(a, packetAB(1)).verdict, Verdict.Send);
+  a.device.setPrivateKey(dhGenerate(seededRng(77)));
+  assert.equal(peerOf(a, b).current, null);
+  assert.ok(kp!.sendKey.every((v) => v === 0), "the old keys are wiped");
+});
+
+Deno.test("removing a peer forgets its sessions and indices", () => {
+  const { a, b } = pair();
+  connect(a, b, new FakeClock());
+  const d = send(b, packetBA(1)).datagram!;
+  a.device.removePeer(b.publicKey);
+  assert.equal(deliver(a, d, b.endpoint), Verdict.DropUnknownIndex);
+  assert.equal(a.device.nextDeadline(), Infinity);
+  assert.equal(send(a, packetAB(2)).verdict, Verdict.DropNoRoute);
+});
