@@ -223,3 +223,57 @@ Deno.test({
     assert.match(r.stderr, /CAP_NET_ADMIN/);
   },
 });
+
+Deno.test({
+  name: "daemon: wg set (every option), showconf, setconf and syncconf round trip; a taken port is refused",
+  ...opts,
+  fn: async () => {
+    const lab = new Lab();
+    const t = tag();
+    const name = `tts${t}`;
+    const conf = `/tmp/typetun-${t}.conf`;
+    try {
+      await lab.daemon(name, null);
+      const me = wgKeys(), peer = wgKeys();
+      const psk = sh("wg genpsk").trim();
+      wgSet(
+        name,
+        me.priv,
+        `listen-port 41007 fwmark 0x1234 peer ${peer.pub} allowed-ips 10.1.0.0/16,fd01::/64 ` +
+          `endpoint [::1]:5555 persistent-keepalive 25`,
+      );
+      sh(
+        `f=$(mktemp) && echo ${psk} > $f && wg set ${name} peer ${peer.pub} preshared-key $f; r=$?; rm -f $f; exit $r`,
+      );
+      const shown = sh(`wg showconf ${name}`);
+      writeFileSync(conf, shown, { mode: 0o600 });
+      assert.match(shown, new RegExp(`PrivateKey = ${me.priv.replace(/[+/]/g, "\\$&")}`));
+      assert.match(shown, /FwMark = 0x1234/);
+      assert.match(shown, /AllowedIPs = 10\.1\.0\.0\/16, fd01::\/64/);
+      assert.match(shown, /Endpoint = \[::1\]:5555/);
+      assert.match(shown, /PersistentKeepalive = 25/);
+      assert.match(shown, new RegExp(`PresharedKey = ${psk.replace(/[+/]/g, "\\$&")}`));
+      sh(`wg set ${name} peer ${peer.pub} remove`);
+      assert.equal(sh(`wg show ${name} peers`).trim(), "");
+      sh(`wg setconf ${name} ${conf}`);
+      assert.equal(sh(`wg showconf ${name}`), shown, "setconf restores exactly what showconf printed");
+      sh(`wg set ${name} peer ${wgKeys().pub} allowed-ips 10.2.0.0/16`);
+      sh(`wg syncconf ${name} ${conf}`);
+      assert.equal(sh(`wg showconf ${name}`), shown, "syncconf removes the extra peer");
+      // A port another socket holds: wg reports the daemon's EADDRINUSE, and nothing changes.
+      const holder = spawn("ncat", ["-u", "-l", "127.0.0.1", "41999"], { stdio: "ignore" });
+      try {
+        await sleep(300);
+        const r = spawnSync("wg", ["set", name, "listen-port", "41999"], { encoding: "utf8" });
+        assert.notEqual(r.status, 0);
+        assert.match(r.stderr, /Address already in use/);
+        assert.equal(sh(`wg showconf ${name}`), shown);
+      } finally {
+        holder.kill("SIGKILL");
+      }
+    } finally {
+      lab.cleanup();
+      rmSync(conf, { force: true });
+    }
+  },
+});
