@@ -72,10 +72,16 @@ export class Lab {
   }
 
   /**
-   * Starts `typetun -f IFNAME` (in `ns`, or in the current namespace) and waits until its UAPI socket exists.
+   * Starts `typetun -f IFNAME` (or another implementation's `command`, called the same way, such as
+   * wireguard-go) in `ns` or in the current namespace, and waits until its UAPI socket exists.
    */
-  async daemon(ifname: string, ns: string | null, env: Record<string, string> = {}): Promise<ChildProcess> {
-    const [cmd, ...args] = typetunCommand();
+  async daemon(
+    ifname: string,
+    ns: string | null,
+    env: Record<string, string> = {},
+    command: string[] = typetunCommand(),
+  ): Promise<ChildProcess> {
+    const [cmd, ...args] = command;
     const argv = ns ? ["netns", "exec", ns, cmd!, ...args, "-f", ifname] : [...args, "-f", ifname];
     const child = spawn(ns ? "ip" : cmd!, argv, {
       stdio: ["ignore", "ignore", "pipe"],
