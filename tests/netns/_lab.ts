@@ -3,7 +3,7 @@
  * cleanup that removes all of it. Everything is bounded in time; traffic stays inside the namespaces.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import process from "node:process";
 
 export const isRoot = process.getuid?.() === 0;
@@ -50,6 +50,7 @@ export class Lab {
   readonly namespaces: string[] = [];
   readonly children: ChildProcess[] = [];
   readonly logs = new Map<ChildProcess, string>();
+  readonly sockets: string[] = [];
 
   ns(name: string): string {
     sh(`ip netns add ${name}`);
@@ -91,6 +92,7 @@ export class Lab {
     this.logs.set(child, "");
     child.stderr!.on("data", (d) => this.logs.set(child, this.logs.get(child) + d.toString()));
     const sock = `/var/run/wireguard/${ifname}.sock`;
+    this.sockets.push(sock);
     for (let i = 0; i < 100; i++) {
       if (existsSync(sock)) return child;
       if (child.exitCode !== null) break;
@@ -105,6 +107,8 @@ export class Lab {
       if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
     }
     for (const n of this.namespaces) spawnSync("ip", ["netns", "del", n], { stdio: "ignore" });
+    // A daemon killed outright leaves its socket behind.
+    for (const s of this.sockets) rmSync(s, { force: true });
   }
 }
 

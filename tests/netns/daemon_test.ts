@@ -106,6 +106,7 @@ Deno.test({
             "-c",
             "head -c 2000000000 /dev/zero | ncat --send-only 10.241.0.2 7002",
           ], {
+            detached: true,
             stdio: "ignore",
           });
           try {
@@ -127,7 +128,12 @@ Deno.test({
             assert.ok(performance.now() - t0 < 1500);
             assert.ok(!existsSync(`/var/run/wireguard/${wg1}.sock`), "its socket was removed");
           } finally {
-            tx.kill("SIGKILL");
+            // The sender is a pipeline: kill its whole process group.
+            try {
+              process.kill(-tx.pid!, "SIGKILL");
+            } catch {
+              // Already gone.
+            }
             rx.kill("SIGKILL");
           }
         },
@@ -196,7 +202,9 @@ Deno.test({
         "it exited after the deletion in the other namespace",
       );
     } finally {
+      // Started in the background by typetun itself, so found by its unique interface name.
       spawnSync("pkill", ["-f", `-f ${name}$`], { stdio: "ignore" });
+      rmSync(`/var/run/wireguard/${name}.sock`, { force: true });
       lab.cleanup();
     }
   },
