@@ -268,6 +268,8 @@ class DataPlane {
   readonly #send = new SendBatch(BATCH, SLOT);
   /** Per receive slot, the view where decrypted packets start (the data header is in front). */
   readonly #plainViews: Uint8Array[];
+  /** Per send slot, the view the TUN reads into: the data header goes in front of it. */
+  readonly #tunViews: Uint8Array[];
   readonly #src: { addr: Uint8Array; port: number } = { addr: new Uint8Array(4), port: 0 };
   bind: UdpBind;
 
@@ -283,6 +285,7 @@ class DataPlane {
   ) {
     this.bind = bind;
     this.#plainViews = this.#recv.packets.map((p) => p.subarray(DATA_HEADER_LEN));
+    this.#tunViews = this.#send.packets.map((p) => p.subarray(DATA_HEADER_LEN, DATA_HEADER_LEN + 65535));
     this.#poll.add(tun.fd, 1);
     this.#poll.add(bind.v4?.fd ?? -1, 1);
     this.#poll.add(bind.v6?.fd ?? -1, 1);
@@ -345,7 +348,7 @@ class DataPlane {
       const slot = send.packets[n]!;
       let len: number;
       try {
-        len = this.tun.read(slot.subarray(DATA_HEADER_LEN, DATA_HEADER_LEN + 65535));
+        len = this.tun.read(this.#tunViews[n]!);
       } catch (e) {
         // EBADFD: the interface is gone (also after it was moved to another namespace and deleted there).
         this.stop(`reading the TUN failed: ${e instanceof SysError ? e.hint : e}`);
