@@ -8,7 +8,7 @@ import { blake2s } from "@noble/hashes/blake2.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { chacha20, xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { Poly1305 } from "@noble/ciphers/_poly1305.js";
-import { NOISE_AUTHTAG_LEN, NOISE_HASH_LEN, NOISE_PUBLIC_KEY_LEN, NOISE_TIMESTAMP_LEN } from "./messages.ts";
+import { NOISE_AUTHTAG_LEN, NOISE_PUBLIC_KEY_LEN, NOISE_TIMESTAMP_LEN } from "./messages.ts";
 
 /** Fills `out` with cryptographically secure random bytes. Injected so tests can be deterministic. */
 export type Rng = (out: Uint8Array) => void;
@@ -294,5 +294,3 @@ export function isZero(a: Uint8Array): boolean {
 export function zero(...arrays: (Uint8Array | null | undefined)[]): void {
   for (const a of arrays) a?.fill(0);
 }
-
-export const HASH_LEN = NOISE_HASH_LEN;

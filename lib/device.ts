@@ -22,16 +22,7 @@ import {
   type Rng,
   type TransportAead,
 } from "./crypto.ts";
-import {
-  Endpoint,
-  type Family,
-  ipTotalLength,
-  IPV4_DST,
-  IPV4_SRC,
-  IPV6_DST,
-  IPV6_SRC,
-  ipVersion,
-} from "./ip.ts";
+import { Endpoint, ipTotalLength, IPV4_DST, IPV4_SRC, IPV6_DST, IPV6_SRC, ipVersion } from "./ip.ts";
 import {
   DATA_COUNTER,
   DATA_HEADER_LEN,
@@ -466,7 +457,7 @@ export class Device implements TimerHandler<Peer> {
   /** The endpoint follows the source of the latest authenticated packet (paper 2.1, roaming). */
   #roam(peer: Peer, src: Source): void {
     if (peer.endpoint?.matches(src.addr, src.port)) return;
-    peer.endpoint = new Endpoint(src.addr.length === 4 ? 4 : 6, src.addr.slice(), src.port);
+    peer.endpoint = endpointOf(src);
   }
 
   #underLoad(now: number): boolean {
@@ -489,8 +480,7 @@ export class Device implements TimerHandler<Peer> {
       // only at the per-source rate.
       if (mac !== MacState.ValidMacWithCookie) {
         const reply = this.#cookieChecker.createReply(msg, src, now, this.rng);
-        const to = new Endpoint(src.addr.length === 4 ? 4 : 6, src.addr.slice(), src.port);
-        this.outbox.push({ endpoint: to, data: reply });
+        this.outbox.push({ endpoint: endpointOf(src), data: reply });
         return Verdict.DropCookieSent;
       }
       if (!this.#rateLimiter.allow(src.addr, now)) return Verdict.DropRateLimited;
@@ -646,9 +636,14 @@ export class Device implements TimerHandler<Peer> {
   }
 }
 
+/** A lasting Endpoint for a datagram's source (whose address view the caller reuses). */
+function endpointOf(src: Source): Endpoint {
+  return new Endpoint(src.addr.length === 4 ? 4 : 6, src.addr.slice(), src.port);
+}
+
 /** Peers are keyed by their public key's bytes; a latin1 string of them is a cheap exact Map key. */
 function keyId(publicKey: Uint8Array): string {
   return String.fromCharCode(...publicKey);
 }
 
-export type { Family, Peer };
+export type { Peer };

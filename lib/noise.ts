@@ -137,6 +137,33 @@ function mixHash(h: Uint8Array, data: Uint8Array): Uint8Array {
 }
 
 /**
+ * The part of the response (paper 5.4.3) both sides compute alike once each has the two DH results: the
+ * responder's ephemeral, ee, se and the preshared key. Returns the chaining key, the hash and the key that
+ * seals the empty payload; the DH results and tau are wiped.
+ */
+function responseKeySchedule(
+  c: Uint8Array,
+  h: Uint8Array,
+  ePub: Uint8Array,
+  ee: Uint8Array,
+  se: Uint8Array,
+  psk: Uint8Array,
+): [Uint8Array, Uint8Array, Uint8Array] {
+  /* e */
+  c = kdf1(c, ePub);
+  h = mixHash(h, ePub);
+  /* ee */
+  c = kdf1(c, ee);
+  /* se */
+  c = kdf1(c, se);
+  /* psk */
+  const [c2, tau, k] = kdf3(c, psk);
+  h = mixHash(h, tau);
+  zero(ee, se, tau);
+  return [c2, h, k];
+}
+
+/**
  * Writes a handshake initiation (paper 5.4.2) for `hs` into a new 148-byte message, MACs left zero.
  * Returns null if the local key is missing or the DH yields a low-order result.
  */
@@ -275,31 +302,22 @@ export function createResponse(hs: Handshake, localIndex: number, rng: Rng): Uin
   const ePriv = dhGenerate(rng);
   const ePub = dhPublic(ePriv);
   msg.set(ePub, RESPONSE_EPHEMERAL);
-  c = kdf1(c, ePub);
-  h = mixHash(h, ePub);
-
-  /* ee */
   const ee = dh(ePriv, hs.remoteEphemeral);
-  /* se */
   const se = dh(ePriv, hs.remoteStatic);
   if (!ee || !se) {
     zero(ePriv, ee, se);
     return null;
   }
-  c = kdf1(c, ee);
-  c = kdf1(c, se);
-
-  /* psk */
-  const [c2, tau, k] = kdf3(c, hs.presharedKey);
+  const [c2, h2, k] = responseKeySchedule(c, h, ePub, ee, se, hs.presharedKey);
   c = c2;
-  h = mixHash(h, tau);
+  h = h2;
 
   /* {} */
   const encEmpty = aeadEncrypt(k, 0, EMPTY, h);
   msg.set(encEmpty, RESPONSE_EMPTY);
   h = mixHash(h, encEmpty);
 
-  zero(ee, se, tau, k);
+  zero(k);
   hs.chainingKey = c;
   hs.hash = h;
   hs.ephemeralPrivate = ePriv;
@@ -326,29 +344,20 @@ export function consumeResponse(
 
   /* e */
   const ePub = msg.slice(RESPONSE_EPHEMERAL, RESPONSE_EPHEMERAL + NOISE_PUBLIC_KEY_LEN);
-  c = kdf1(c, ePub);
-  h = mixHash(h, ePub);
-
-  /* ee */
   const ee = dh(hs.ephemeralPrivate, ePub);
-  /* se */
   const se = dh(local.privateKey, ePub);
   if (!ee || !se) {
     zero(ee, se);
     return null;
   }
-  c = kdf1(c, ee);
-  c = kdf1(c, se);
-
-  /* psk */
-  const [c2, tau, k] = kdf3(c, hs.presharedKey);
+  const [c2, h2, k] = responseKeySchedule(c, h, ePub, ee, se, hs.presharedKey);
   c = c2;
-  h = mixHash(h, tau);
+  h = h2;
 
   /* {} */
   const encEmpty = msg.subarray(RESPONSE_EMPTY, RESPONSE_EMPTY + noiseEncryptedLen(0));
   const ok = aeadDecrypt(k, 0, encEmpty, h);
-  zero(ee, se, tau, k);
+  zero(k);
   if (!ok) return null;
   h = mixHash(h, encEmpty);
 

@@ -13,6 +13,7 @@
  * @module
  */
 
+import { isZero } from "./crypto.ts";
 import { type Cidr, type Endpoint, formatCidr, parseCidr, parseEndpoint } from "./ip.ts";
 import { NOISE_PUBLIC_KEY_LEN } from "./messages.ts";
 
@@ -263,7 +264,7 @@ export function formatSet(update: DeviceUpdate): string {
  */
 export function formatGet(info: DeviceInfo): string {
   let out = "";
-  if (info.privateKey && !keyIsZero(info.privateKey)) out += `private_key=${keyToHex(info.privateKey)}\n`;
+  if (info.privateKey && !isZero(info.privateKey)) out += `private_key=${keyToHex(info.privateKey)}\n`;
   if (info.listenPort !== 0) out += `listen_port=${info.listenPort}\n`;
   if (info.fwmark !== 0) out += `fwmark=${info.fwmark}\n`;
   for (const p of info.peers) {
@@ -325,7 +326,7 @@ export function parseGet(reply: string): UapiResult<DeviceInfo> {
       if (key === "private_key") {
         const k = keyFromHex(value);
         if (!k) bad = true;
-        else info.privateKey = keyIsZero(k) ? null : k;
+        else info.privateKey = isZero(k) ? null : k;
       } else if (key === "listen_port") {
         const n = parseUint(value, 0xffff);
         if (n === null) bad = true;
@@ -348,7 +349,7 @@ function getPeerLine(p: PeerInfo, key: string, value: string): boolean {
   switch (key) {
     case "preshared_key": {
       const k = keyFromHex(value);
-      if (k) p.presharedKey = keyIsZero(k) ? null : k;
+      if (k) p.presharedKey = isZero(k) ? null : k;
       return k !== null;
     }
     case "endpoint":
@@ -505,13 +506,6 @@ export class UapiReader {
 
 const KEY_LEN = NOISE_PUBLIC_KEY_LEN;
 const ZERO_KEY = new Uint8Array(KEY_LEN);
-
-/** True if every byte of `k` is zero (the UAPI's "no key"), without branching on the bytes. */
-export function keyIsZero(k: Uint8Array): boolean {
-  let acc = 0;
-  for (let i = 0; i < k.length; i++) acc |= k[i]!;
-  return acc === 0;
-}
 
 /** 64 lowercase hex digits. */
 export function keyToHex(key: Uint8Array): string {

@@ -1,3 +1,4 @@
+import { isZero } from "../../lib/crypto.ts";
 import assert from "node:assert/strict";
 import { Endpoint, parseCidr, parseEndpoint } from "../../lib/ip.ts";
 import {
@@ -13,7 +14,6 @@ import {
   formatSet,
   keyFromBase64,
   keyFromHex,
-  keyIsZero,
   keyToBase64,
   keyToHex,
   parseGet,
@@ -115,11 +115,11 @@ Deno.test("keys as base64", async (t) => {
       ]
     ) assert.equal(keyFromBase64(bad), null, JSON.stringify(bad));
   });
-  await t.step("keyIsZero", () => {
-    assert.equal(keyIsZero(key(0)), true);
+  await t.step("an all-zero key is no key (isZero)", () => {
+    assert.equal(isZero(key(0)), true);
     const k = key(0);
     k[31] = 1;
-    assert.equal(keyIsZero(k), false);
+    assert.equal(isZero(k), false);
   });
 });
 
