@@ -99,7 +99,22 @@ function startInBackground(name: string): Promise<number> {
   });
 }
 
-const clock: Clock = { now: () => performance.now(), wall: () => Date.now() };
+/**
+ * For tests only: `TYPETUN_TEST_TIME_SCALE=20` makes the protocol's clock run 20 times faster, so the paper's
+ * timers (rekey after 120 s, reject after 180 s, …) fire in seconds while the constants stay as written. The
+ * wall clock (handshake timestamps, last-handshake time) is never scaled.
+ */
+export function timeScale(value = process.env.TYPETUN_TEST_TIME_SCALE): number {
+  if (value === undefined || value === "") return 1;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 1 || n > 1000) {
+    throw new Error(`TYPETUN_TEST_TIME_SCALE must be a number from 1 to 1000, not "${value}"`);
+  }
+  return n;
+}
+
+let TIME_SCALE = 1;
+const clock: Clock = { now: () => performance.now() * TIME_SCALE, wall: () => Date.now() };
 
 /** Refuses a name whose UAPI socket answers (a live daemon), removes one that does not (a stale socket). */
 async function claimSocket(path: string): Promise<void> {
@@ -124,6 +139,7 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
   const sockPath = `${SOCKET_DIR}/${name}.sock`;
   let tun: Tun, bind: UdpBind, links: LinkMonitor, waker: Waker, server: Server;
   try {
+    TIME_SCALE = timeScale();
     await claimSocket(sockPath);
     tun = openTun(name);
     setMtu(tun.name, DEFAULT_MTU);
@@ -141,6 +157,9 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
   const device = new Device({ clock, rng: systemRng, mtu: DEFAULT_MTU });
   device.listenPort = bind.port;
   const index = ifIndex(tun.name);
+  if (TIME_SCALE !== 1) {
+    log.error(`TYPETUN_TEST_TIME_SCALE: the protocol clock runs ${TIME_SCALE}× fast (tests only)`);
+  }
   log.info(`Interface ${tun.name} created (ifindex ${index}), UDP port ${bind.port}, UAPI on ${sockPath}`);
 
   let stopping = false;
@@ -318,7 +337,9 @@ class DataPlane {
       }
       rounds = 0;
       const next = this.device.nextDeadline();
-      const timeout = next === Infinity ? 1000 : Math.max(0, Math.min(1000, Math.ceil(next - clock.now())));
+      const timeout = next === Infinity
+        ? 1000
+        : Math.max(0, Math.min(1000, Math.ceil((next - clock.now()) / TIME_SCALE)));
       await this.#poll.pollAsync(timeout);
     }
   }
