@@ -349,16 +349,33 @@ class DataPlane {
     this.#poll.poll(0);
     let moved = false;
     if (this.#poll.readable(3)) this.waker.drain();
-    if (this.#poll.readable(4) && this.links.deleted(this.ifindex)) {
-      this.stop(`interface ${this.tun.name} was deleted`);
-      return false;
-    }
+    if (this.#poll.readable(4) && !this.#linkEvents()) return false;
     if (this.#poll.readable(0)) moved = this.#fromTun() || moved;
     if (this.#poll.readable(1) && this.bind.v4) moved = this.#fromUdp(this.bind.v4) || moved;
     if (this.#poll.readable(2) && this.bind.v6) moved = this.#fromUdp(this.bind.v6) || moved;
     if (this.device.nextDeadline() <= clock.now()) this.device.tick();
     this.flushOutbox();
     return moved;
+  }
+
+  /**
+   * Follows our interface's link events: its deletion (not a move to another namespace) stops the daemon;
+   * a new MTU (`ip link set IF mtu N`) becomes the padding limit, as wireguard-go follows its TUN's MTU.
+   * Returns false once stopping.
+   */
+  #linkEvents(): boolean {
+    for (const e of this.links.read()) {
+      if (e.index !== this.ifindex) continue;
+      if (e.type === "del" && !e.moved) {
+        this.stop(`interface ${this.tun.name} was deleted`);
+        return false;
+      }
+      if (e.type === "new" && e.mtu !== null && e.mtu !== this.device.mtu) {
+        this.log.debug(`MTU of ${this.tun.name} is now ${e.mtu}`);
+        this.device.mtu = e.mtu;
+      }
+    }
+    return true;
   }
 
   /** Reads up to BATCH packets from the TUN, encrypting each in place in a send slot. */

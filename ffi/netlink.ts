@@ -51,6 +51,7 @@ const RTMSG_SIZE = 12;
 const SOCKADDR_NL_SIZE = 12;
 
 const IFLA_IFNAME = 3;
+const IFLA_MTU = 4;
 const IFLA_NEW_NETNSID = 45;
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
@@ -278,6 +279,8 @@ export interface LinkEvent {
   name: string | null;
   /** Interface flags (IFF_UP, IFF_RUNNING…). */
   flags: number;
+  /** The MTU, when the kernel included it (it does in RTM_NEWLINK, also after `ip link set IF mtu N`). */
+  mtu: number | null;
   /**
    * For "del": the interface was moved to another network namespace (`ip link set IF netns NS`) rather than
    * deleted; the kernel marks this with IFLA_NEW_NETNSID. A TUN fd keeps working after such a move.
@@ -337,11 +340,6 @@ export class LinkMonitor {
     return events;
   }
 
-  /** Reads the queued events and tells whether one of them deleted (not moved) the interface `index`. */
-  deleted(index: number): boolean {
-    return this.read().some((e) => e.type === "del" && e.index === index && !e.moved);
-  }
-
   #parse(n: number, out: LinkEvent[]): void {
     const b = this.#buf;
     const v = new DataView(b.buffer);
@@ -356,6 +354,7 @@ export class LinkMonitor {
           index: v.getInt32(fixed + 4, true),
           name: null,
           flags: v.getUint32(fixed + 8, true),
+          mtu: null,
           moved: false,
         };
         for (let a = fixed + IFINFOMSG_SIZE; a + 4 <= at + len;) {
@@ -366,6 +365,8 @@ export class LinkMonitor {
             let end = a + 4;
             while (end < a + alen && b[end] !== 0) end++;
             event.name = new TextDecoder().decode(b.subarray(a + 4, end));
+          } else if (atype === IFLA_MTU && alen >= 8) {
+            event.mtu = v.getUint32(a + 4, true);
           } else if (atype === IFLA_NEW_NETNSID) {
             event.moved = true;
           }

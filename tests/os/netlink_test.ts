@@ -23,12 +23,19 @@ function readUntil(monitor: LinkMonitor, done: (deleted: boolean, moved: boolean
   return { deleted, moved };
 }
 
-Deno.test({ name: "the link monitor notices `ip link del` of the TUN", ignore }, () => {
+Deno.test({ name: "the link monitor reports an MTU change and `ip link del` of the TUN", ignore }, () => {
   const monitor = new LinkMonitor();
   const tun = openTun(uniqueName("d"));
   try {
     const index = ifIndex(tun.name);
-    assert.equal(monitor.deleted(index), false);
+    assert.equal(monitor.read().some((e) => e.type === "del" && e.index === index), false);
+    ip("link", "set", tun.name, "mtu", "34700");
+    let mtu: number | null = null;
+    for (let i = 0; i < 50 && mtu === null; i++) {
+      mtu = monitor.read().find((e) => e.type === "new" && e.index === index)?.mtu ?? null;
+      if (mtu === null) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
+    assert.equal(mtu, 34700, "an MTU change is reported with the new MTU");
     ip("link", "del", tun.name);
     const r = readUntil(monitor, (d) => d, index);
     assert.equal(r.deleted, true);
