@@ -58,9 +58,12 @@ export async function daemonMain(args: string[]): Promise<number> {
 }
 
 /** The command that runs this program again: the runtime and script when run from source, or the binary. */
-export function selfCommand(): [string, string[]] {
-  const script = process.argv[1] ?? "";
-  if (/\.(ts|js)$/.test(script)) {
+export function selfCommand(argv1 = process.argv[1]): [string, string[]] {
+  const script = argv1 ?? "";
+  // Compiled binaries embed the script and their argv[1] names no real file: Bun's is a virtual /$bunfs/
+  // path, Deno's is the binary itself (in older releases, the script's place under /tmp/deno-compile-NAME/).
+  const compiled = script.startsWith("/$bunfs/") || script.includes("/deno-compile-");
+  if (!compiled && /\.(ts|js)$/.test(script)) {
     return [process.execPath, runtimeName === "deno" ? ["run", "-A", script] : [script]];
   }
   return [process.execPath, []];
