@@ -59,8 +59,8 @@ export class Lab {
     return name;
   }
 
-  /** A veth pair between two namespaces with the given addresses (v4 /24 and v6 /64 each). */
-  veth(a: string, b: string, addrA: [string, string], addrB: [string, string]): void {
+  /** A veth pair between two namespaces with the given addresses (v4 /24 and v6 /64 each); returns the names. */
+  veth(a: string, b: string, addrA: [string, string], addrB: [string, string]): [string, string] {
     const t = tag();
     sh(`ip link add va${t} netns ${a} type veth peer name vb${t} netns ${b}`);
     sh(
@@ -70,6 +70,7 @@ export class Lab {
       `ip -n ${b} addr add ${addrB[0]}/24 dev vb${t} && ip -n ${b} addr add ${addrB[1]}/64 dev vb${t} nodad`,
     );
     sh(`ip -n ${a} link set va${t} up && ip -n ${b} link set vb${t} up`);
+    return [`va${t}`, `vb${t}`];
   }
 
   /**
@@ -120,11 +121,15 @@ export function sleep(ms: number): Promise<void> {
 export function waitExit(child: ChildProcess, ms: number): Promise<number | null> {
   if (child.exitCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolve) => {
-    const t = setTimeout(() => resolve(null), ms);
-    child.once("exit", (code) => {
+    const onExit = (code: number | null) => {
       clearTimeout(t);
       resolve(code ?? -1);
-    });
+    };
+    const t = setTimeout(() => {
+      child.off("exit", onExit);
+      resolve(null);
+    }, ms);
+    child.once("exit", onExit);
   });
 }
 
