@@ -24,6 +24,7 @@ import { PollSet, Waker } from "../ffi/poll.ts";
 import { runtimeName } from "../ffi/runtime.ts";
 import { ifIndex, openTun, setMtu, type Tun } from "../ffi/tun.ts";
 import { RecvBatch, SendBatch, UdpBind, type UdpSocket } from "../ffi/udp.ts";
+import { type AeadSelection, selectAead } from "./crypto.ts";
 import { systemRng } from "./keys.ts";
 import { Level, levelFromEnv, Logger } from "./log.ts";
 
@@ -140,9 +141,11 @@ async function claimSocket(path: string): Promise<void> {
 /** Runs the daemon in the foreground until a signal or the interface's deletion; returns the exit code. */
 export async function serve(name: string, log: Logger, reportReady: boolean): Promise<number> {
   const sockPath = `${SOCKET_DIR}/${name}.sock`;
-  let tun: Tun, bind: UdpBind, links: LinkMonitor, waker: Waker, server: Server;
+  let tun: Tun, bind: UdpBind, links: LinkMonitor, waker: Waker, server: Server, transport: AeadSelection;
   try {
     TIME_SCALE = timeScale();
+    // Before the interface exists: TYPETUN_CRYPTO=native without a library is refused with nothing to undo.
+    transport = selectAead();
     await claimSocket(sockPath);
     tun = openTun(name);
     setMtu(tun.name, DEFAULT_MTU);
@@ -157,13 +160,14 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     if (reportReady) process.stdout.write(`error\n`);
     return 1;
   }
-  const device = new Device({ clock, rng: systemRng, mtu: DEFAULT_MTU });
+  const device = new Device({ clock, rng: systemRng, mtu: DEFAULT_MTU, aead: transport.aead });
   device.listenPort = bind.port;
   const index = ifIndex(tun.name);
   if (TIME_SCALE !== 1) {
     log.error(`TYPETUN_TEST_TIME_SCALE: the protocol clock runs ${TIME_SCALE}× fast (tests only)`);
   }
   log.info(`Interface ${tun.name} created (ifindex ${index}), UDP port ${bind.port}, UAPI on ${sockPath}`);
+  log.info(`Transport AEAD: ${transport.name}`);
 
   let stopping = false;
   let exitCode = 0;

@@ -1,0 +1,117 @@
+/**
+ * The transport AEAD backend: lib/'s pure TypeScript one (noble) or a native library through ffi/aead.ts
+ * (libsodium, else OpenSSL's libcrypto), chosen by `TYPETUN_CRYPTO`:
+ * - unset or empty: native when a library loads, else noble;
+ * - `noble`: always the pure TypeScript one;
+ * - `native`: a native library, or an error saying which were tried and what to install;
+ * - `libsodium` / `libcrypto`: that library only (to compare them, or to test each).
+ * @module
+ */
+import process from "node:process";
+import { nobleAead, type TransportAead } from "../lib/crypto.ts";
+import { NOISE_AUTHTAG_LEN } from "../lib/messages.ts";
+import { type ChaCha20Poly1305, type NativeAeadLibrary, openChaCha20Poly1305 } from "../ffi/aead.ts";
+
+/** A chosen backend and the name to show for it. */
+export interface AeadSelection {
+  aead: TransportAead;
+  /** e.g. "native (libsodium)" or "noble". */
+  name: string;
+}
+
+/** The values `TYPETUN_CRYPTO` accepts. */
+export const CRYPTO_CHOICES = ["noble", "native", "libsodium", "libcrypto"] as const;
+export type CryptoChoice = (typeof CRYPTO_CHOICES)[number];
+
+/**
+ * WireGuard's transport AEAD over a native ChaCha20-Poly1305: the same bytes as lib/'s `nobleAead`.
+ * The nonce is 32 zero bits then the message counter as a 64-bit little-endian integer (paper 5.4.6, RFC 8439
+ * section 2.8 with the counter in the last 64 bits of the 96-bit nonce), no additional data, and the 16-byte tag
+ * right after the ciphertext.
+ */
+export function nativeTransportAead(cipher: ChaCha20Poly1305): TransportAead {
+  // One nonce buffer per backend, rewritten per message: the hot path allocates nothing.
+  const nonce = new Uint8Array(12);
+  const setNonce = (lo: number, hi: number) => {
+    nonce[4] = lo & 0xff;
+    nonce[5] = (lo >>> 8) & 0xff;
+    nonce[6] = (lo >>> 16) & 0xff;
+    nonce[7] = (lo >>> 24) & 0xff;
+    nonce[8] = hi & 0xff;
+    nonce[9] = (hi >>> 8) & 0xff;
+    nonce[10] = (hi >>> 16) & 0xff;
+    nonce[11] = (hi >>> 24) & 0xff;
+  };
+  return {
+    name: `native (${cipher.library})`,
+    seal(key, counterLo, counterHi, buf, off, len) {
+      setNonce(counterLo, counterHi);
+      cipher.seal(key, nonce, buf, off, len, buf, off + len);
+    },
+    open(key, counterLo, counterHi, buf, off, len) {
+      if (len < NOISE_AUTHTAG_LEN) return false;
+      setNonce(counterLo, counterHi);
+      const ctLen = len - NOISE_AUTHTAG_LEN;
+      return cipher.open(key, nonce, buf, off, ctLen, buf, off + ctLen);
+    },
+  };
+}
+
+/** Parses a `TYPETUN_CRYPTO` value; undefined for "choose for me". */
+export function parseCryptoChoice(value: string | undefined): CryptoChoice | undefined {
+  if (value === undefined || value.trim() === "") return undefined;
+  const v = value.trim().toLowerCase();
+  if ((CRYPTO_CHOICES as readonly string[]).includes(v)) return v as CryptoChoice;
+  throw new Error(`TYPETUN_CRYPTO must be one of ${CRYPTO_CHOICES.join(", ")} (or unset), not "${value}"`);
+}
+
+/** Native backends already loaded, so that asking twice (daemon, version) opens each library once. */
+const loaded = new Map<NativeAeadLibrary | "any", TransportAead>();
+
+function native(library?: NativeAeadLibrary): TransportAead {
+  const key = library ?? "any";
+  let aead = loaded.get(key);
+  if (aead === undefined) {
+    aead = nativeTransportAead(openChaCha20Poly1305(library));
+    loaded.set(key, aead);
+  }
+  return aead;
+}
+
+/**
+ * Chooses the transport AEAD.
+ * @param value the `TYPETUN_CRYPTO` setting (by default, the environment's)
+ * @returns the backend and its name
+ * @throws Error when the value is not a known choice, or a native backend was asked for and cannot be loaded
+ */
+export function selectAead(value: string | undefined = process.env.TYPETUN_CRYPTO): AeadSelection {
+  const choice = parseCryptoChoice(value);
+  if (choice === "noble") return { aead: nobleAead, name: nobleAead.name };
+  if (choice === undefined) {
+    try {
+      const aead = native();
+      return { aead, name: aead.name };
+    } catch {
+      // No native library here: the pure TypeScript backend is always there.
+      return { aead: nobleAead, name: nobleAead.name };
+    }
+  }
+  try {
+    const aead = native(choice === "native" ? undefined : choice);
+    return { aead, name: aead.name };
+  } catch (e) {
+    throw new Error(`TYPETUN_CRYPTO=${choice}: ${e instanceof Error ? e.message : e}`);
+  }
+}
+
+/**
+ * The backend the daemon would use, for `typetun version`: e.g. "native (libsodium)", "noble", or what is
+ * wrong with the setting. Never throws.
+ */
+export function aeadBackendName(value: string | undefined = process.env.TYPETUN_CRYPTO): string {
+  try {
+    return selectAead(value).name;
+  } catch (e) {
+    return `unavailable: ${e instanceof Error ? e.message : e}`;
+  }
+}
