@@ -1,6 +1,7 @@
 /**
- * rtnetlink (netlink(7), rtnetlink(7)): adding and removing addresses and routes, and watching links so the
- * daemon notices its interface being deleted.
+ * rtnetlink (netlink(7), rtnetlink(7)): adding and removing addresses, routes and policy rules, reading routes
+ * and link MTUs (what `typetun up` needs, as wg-quick gets them from `ip`), and watching links so the daemon
+ * notices its interface being deleted.
  *
  * A message is a 16-byte `nlmsghdr` {len u32, type u16, flags u16, seq u32, pid u32}, a fixed family header
  * (`ifinfomsg`, `ifaddrmsg`, `rtmsg`) and attributes {len u16, type u16, data} padded to 4 bytes. Requests
@@ -33,6 +34,9 @@ export const NLMSG_ERROR = 2;
 export const NLMSG_DONE = 3;
 export const NLM_F_REQUEST = 0x1;
 export const NLM_F_ACK = 0x4;
+/** NLM_F_ROOT | NLM_F_MATCH: a dump of every object of the type. */
+export const NLM_F_DUMP = 0x300;
+const NLM_F_MULTI = 0x2;
 export const NLM_F_REPLACE = 0x100;
 export const NLM_F_EXCL = 0x200;
 export const NLM_F_CREATE = 0x400;
@@ -43,11 +47,16 @@ export const RTM_NEWADDR = 20;
 export const RTM_DELADDR = 21;
 export const RTM_NEWROUTE = 24;
 export const RTM_DELROUTE = 25;
+export const RTM_GETLINK = 18;
+export const RTM_GETROUTE = 26;
+export const RTM_NEWRULE = 32;
+export const RTM_DELRULE = 33;
 
 const NLMSGHDR_SIZE = 16;
 const IFINFOMSG_SIZE = 16;
 const IFADDRMSG_SIZE = 8;
 const RTMSG_SIZE = 12;
+const FIB_RULE_HDR_SIZE = 12;
 const SOCKADDR_NL_SIZE = 12;
 
 const IFLA_IFNAME = 3;
@@ -59,6 +68,12 @@ const RTA_DST = 1;
 const RTA_OIF = 4;
 const RTA_PRIORITY = 6;
 const RTA_TABLE = 15;
+const FRA_PRIORITY = 6;
+const FRA_FWMARK = 10;
+const FRA_TABLE = 15;
+const FRA_SUPPRESS_PREFIXLEN = 14;
+const FIB_RULE_INVERT = 0x2;
+const FR_ACT_TO_TBL = 1;
 
 /** The main routing table. */
 export const RT_TABLE_MAIN = 254;
@@ -115,11 +130,18 @@ class MessageBuilder {
 
 let seq = 1;
 
+/** One message of a reply: its type, and a view from its fixed header on (after the nlmsghdr). */
+interface Reply {
+  type: number;
+  body: DataView;
+}
+
 /**
- * Sends one request on a fresh rtnetlink socket and waits for the kernel's acknowledgement.
+ * Sends one request on a fresh rtnetlink socket and collects the kernel's answer: for an acknowledged request
+ * nothing (the NLMSG_ERROR with 0), for a dump or a get every message up to NLMSG_DONE or the single reply.
  * @throws SysError naming `call` with the errno the kernel returned
  */
-function request(msg: MessageBuilder, call: string, hints: Readonly<Record<number, string>>): void {
+function transact(msg: MessageBuilder, call: string, hints: Readonly<Record<number, string>>): Reply[] {
   const fd = check(
     libc.symbols.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE),
     "socket(AF_NETLINK)",
@@ -128,29 +150,50 @@ function request(msg: MessageBuilder, call: string, hints: Readonly<Record<numbe
     const bytes = msg.finish();
     const kernel = sockaddrNl(0);
     check(libc.symbols.sendto(fd, bytes, bytes.length, 0, kernel, SOCKADDR_NL_SIZE), `sendto(${call})`);
-    const reply = new Uint8Array(8192);
+    const reply = new Uint8Array(65536);
     const from = new Uint8Array(SOCKADDR_NL_SIZE);
     const fromLen = new Uint32Array([SOCKADDR_NL_SIZE]);
     const mySeq = new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true);
-    // rtnetlink handles a request synchronously, so the acknowledgement is queued by the time sendto returns;
-    // the loop only skips unrelated messages, and is bounded.
-    for (let tries = 0; tries < 16; tries++) {
+    const out: Reply[] = [];
+    // rtnetlink answers synchronously, so the reply is queued by the time sendto returns; a dump comes in
+    // several datagrams. Bounded: a routing table of a million routes would need fewer rounds than this.
+    for (let tries = 0; tries < 100_000; tries++) {
       const n = check(libc.symbols.recvfrom(fd, reply, reply.length, 0, from, fromLen), `recvfrom(${call})`);
       const v = new DataView(reply.buffer);
       for (let at = 0; at + NLMSGHDR_SIZE <= n;) {
         const len = v.getUint32(at, true);
-        if (len < NLMSGHDR_SIZE) break;
-        if (v.getUint16(at + 4, true) === NLMSG_ERROR && v.getUint32(at + 8, true) === mySeq) {
-          const err = -v.getInt32(at + NLMSGHDR_SIZE, true);
-          if (err === 0) return;
-          throw new SysError(call, err, hints[err]);
+        if (len < NLMSGHDR_SIZE || at + len > n) break;
+        const type = v.getUint16(at + 4, true), flags = v.getUint16(at + 6, true);
+        if (v.getUint32(at + 8, true) === mySeq) {
+          if (type === NLMSG_ERROR) {
+            const err = -v.getInt32(at + NLMSGHDR_SIZE, true);
+            if (err === 0) return out;
+            throw new SysError(call, err, hints[err]);
+          }
+          if (type === NLMSG_DONE) return out;
+          out.push({ type, body: new DataView(reply.slice(at + NLMSGHDR_SIZE, at + len).buffer) });
+          if (!(flags & NLM_F_MULTI)) return out;
         }
         at += align4(len);
       }
     }
-    throw new SysError(call, EAGAIN, "no acknowledgement from the kernel");
+    throw new SysError(call, EAGAIN, "no complete answer from the kernel");
   } finally {
     closeFd(fd);
+  }
+}
+
+function request(msg: MessageBuilder, call: string, hints: Readonly<Record<number, string>>): void {
+  transact(msg, call, hints);
+}
+
+/** Calls `f(type, offset, length)` for each attribute of a message body, from `start`. */
+function eachAttr(body: DataView, start: number, f: (type: number, at: number, len: number) => void): void {
+  for (let a = start; a + 4 <= body.byteLength;) {
+    const alen = body.getUint16(a, true);
+    if (alen < 4 || a + alen > body.byteLength) break;
+    f(body.getUint16(a + 2, true) & 0x3fff, a + 4, alen - 4);
+    a += align4(alen);
   }
 }
 
@@ -269,6 +312,121 @@ export function delRoute(
     `netlink(RTM_DELROUTE ifindex ${index})`,
     { 1: NEEDS_NET_ADMIN, 3: "no such route", 19: "no such interface" },
   );
+}
+
+/** A route as `ip route show` lists it: destination, output interface and table. */
+export interface Route {
+  family: 4 | 6;
+  dst: Uint8Array;
+  prefixLen: number;
+  /** Output interface index; 0 when the route has none (e.g. unreachable, or multipath). */
+  oif: number;
+  table: number;
+}
+
+/** Every route of a family in every table, like `ip route show table all` (rtnetlink RTM_GETROUTE dump). */
+export function listRoutes(family: 4 | 6): Route[] {
+  const m = new MessageBuilder(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq++, RTMSG_SIZE);
+  m.buf[NLMSGHDR_SIZE] = family === 4 ? AF_INET : AF_INET6;
+  const routes: Route[] = [];
+  for (const r of transact(m, "netlink(RTM_GETROUTE dump)", {})) {
+    if (r.type !== RTM_NEWROUTE || r.body.byteLength < RTMSG_SIZE) continue;
+    const route: Route = {
+      family,
+      dst: new Uint8Array(family === 4 ? 4 : 16),
+      prefixLen: r.body.getUint8(1),
+      oif: 0,
+      table: r.body.getUint8(4),
+    };
+    eachAttr(r.body, RTMSG_SIZE, (type, at, len) => {
+      if (type === RTA_DST && len === route.dst.length) {
+        route.dst.set(new Uint8Array(r.body.buffer, at, len));
+      } else if (type === RTA_OIF && len >= 4) route.oif = r.body.getUint32(at, true);
+      else if (type === RTA_TABLE && len >= 4) route.table = r.body.getUint32(at, true);
+    });
+    routes.push(route);
+  }
+  return routes;
+}
+
+/**
+ * The interface the kernel would send a packet to `dst` through, like `ip route get DST` (0 if none).
+ * @throws SysError ENETUNREACH when there is no route
+ */
+export function routeGet(family: 4 | 6, dst: Uint8Array): number {
+  const m = new MessageBuilder(RTM_GETROUTE, NLM_F_REQUEST, seq++, RTMSG_SIZE);
+  m.buf[NLMSGHDR_SIZE] = familyCode(family, dst, family === 4 ? 32 : 128);
+  m.buf[NLMSGHDR_SIZE + 1] = family === 4 ? 32 : 128;
+  m.attr(RTA_DST, dst);
+  let oif = 0;
+  for (const r of transact(m, "netlink(RTM_GETROUTE)", { 101: "network is unreachable" })) {
+    if (r.type !== RTM_NEWROUTE) continue;
+    eachAttr(r.body, RTMSG_SIZE, (type, at, len) => {
+      if (type === RTA_OIF && len >= 4) oif = r.body.getUint32(at, true);
+    });
+  }
+  return oif;
+}
+
+/** The MTU of the interface `index` (RTM_GETLINK), like `ip link show` prints it. */
+export function linkMtu(index: number): number {
+  const m = new MessageBuilder(RTM_GETLINK, NLM_F_REQUEST, seq++, IFINFOMSG_SIZE);
+  m.view.setInt32(NLMSGHDR_SIZE + 4, index, true);
+  let mtu = 0;
+  for (const r of transact(m, `netlink(RTM_GETLINK ifindex ${index})`, { 19: "no such interface" })) {
+    if (r.type !== RTM_NEWLINK) continue;
+    eachAttr(r.body, IFINFOMSG_SIZE, (type, at, len) => {
+      if (type === IFLA_MTU && len >= 4) mtu = r.body.getUint32(at, true);
+    });
+  }
+  if (!mtu) throw new SysError(`netlink(RTM_GETLINK ifindex ${index})`, EAGAIN, "the kernel sent no MTU");
+  return mtu;
+}
+
+/**
+ * A policy routing rule (ip-rule(8)) sending lookups to `table`: optionally only for packets whose fwmark is
+ * not `notFwmark` (`not fwmark M`), optionally ignoring routes with a prefix no longer than
+ * `suppressPrefixLength` (`suppress_prefixlength N`, which lets the main table's default route be skipped).
+ */
+export interface Rule {
+  family: 4 | 6;
+  table: number;
+  notFwmark?: number;
+  suppressPrefixLength?: number;
+  priority?: number;
+}
+
+function ruleMessage(type: number, flags: number, rule: Rule): MessageBuilder {
+  const m = new MessageBuilder(type, NLM_F_REQUEST | NLM_F_ACK | flags, seq++, FIB_RULE_HDR_SIZE);
+  const at = NLMSGHDR_SIZE;
+  m.buf[at] = rule.family === 4 ? AF_INET : AF_INET6;
+  m.buf[at + 4] = rule.table < 256 ? rule.table : RT_TABLE_UNSPEC;
+  m.buf[at + 7] = FR_ACT_TO_TBL;
+  m.attrU32(FRA_TABLE, rule.table);
+  if (rule.notFwmark !== undefined) {
+    m.view.setUint32(at + 8, FIB_RULE_INVERT, true);
+    m.attrU32(FRA_FWMARK, rule.notFwmark);
+  }
+  if (rule.suppressPrefixLength !== undefined) m.attrU32(FRA_SUPPRESS_PREFIXLEN, rule.suppressPrefixLength);
+  if (rule.priority !== undefined) m.attrU32(FRA_PRIORITY, rule.priority);
+  return m;
+}
+
+/** Adds a policy routing rule, like `ip rule add`. @throws SysError EEXIST when the same rule exists */
+export function addRule(rule: Rule): void {
+  request(ruleMessage(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, rule), "netlink(RTM_NEWRULE)", {
+    1: NEEDS_NET_ADMIN,
+    17: "rule already exists",
+    97: `IPv${rule.family} is not supported here`,
+  });
+}
+
+/** Removes a rule added by {@link addRule}, like `ip rule del` with the same selectors. */
+export function delRule(rule: Rule): void {
+  request(ruleMessage(RTM_DELRULE, 0, rule), "netlink(RTM_DELRULE)", {
+    1: NEEDS_NET_ADMIN,
+    2: "no such rule",
+  });
 }
 
 /** A link event: the interface `index` appeared or changed ("new"), or went away ("del"). */
