@@ -4,23 +4,56 @@
  */
 import process from "node:process";
 import { daemonMain } from "./daemon.ts";
+import { convertMain } from "./convert.ts";
 import { inProcessDemo } from "./demo.ts";
+import { downMain } from "./down.ts";
+import { upMain } from "./up.ts";
 import { genkey, genpsk, pubkey } from "./keys.ts";
+import { setconfMain, setMain } from "./set.ts";
+import { showconfMain, showMain } from "./show.ts";
 
 const USAGE = `Usage: typetun <cmd> [<args>]
        typetun [-f/--foreground] INTERFACE-NAME   (the daemon, as wireguard-go)
 
 Available subcommands:
+  up        Brings a tunnel up from a wg-quick config file (as wg-quick up)
+  down      Takes a tunnel brought up from a config file down again (as wg-quick down)
+  show      Shows the current configuration and device information
+  showconf  Shows the current configuration of a given WireGuard interface, for use with \`setconf'
+  set       Change the current configuration, add peers, remove peers, or change peers
+  setconf   Applies a configuration file to a WireGuard interface
+  addconf   Appends a configuration file to a WireGuard interface
+  syncconf  Synchronizes a configuration file to a WireGuard interface
+  convert   Converts a configuration file between the .conf and TOML formats
   genkey    Generates a new private key and writes it to stdout
   genpsk    Generates a new preshared key and writes it to stdout
   pubkey    Reads a private key from stdin and writes a public key to stdout
   demo      Shows a tunnel at work
   help      Shows this help
+
+You may pass \`--help' to any of these subcommands to view usage.
 `;
 
 export async function main(argv: string[]): Promise<number> {
   const [command] = argv;
+  const rest = argv.slice(1);
   switch (command) {
+    case "up":
+      return await upMain(rest);
+    case "down":
+      return await downMain(rest);
+    case "show":
+      return await showMain(rest);
+    case "showconf":
+      return await showconfMain(rest);
+    case "set":
+      return await setMain(rest);
+    case "setconf":
+    case "addconf":
+    case "syncconf":
+      return await setconfMain(command, rest);
+    case "convert":
+      return convertMain(rest);
     case "genkey":
       return genkey();
     case "genpsk":

@@ -1,0 +1,187 @@
+/**
+ * The client side of the cross-platform UAPI (https://www.wireguard.com/xplatform/): what `wg` does to talk to
+ * a userspace implementation (typetun, wireguard-go, boringtun) over `/var/run/wireguard/IFNAME.sock`. It only
+ * moves text; lib/uapi.ts turns it into values.
+ *
+ * Errors are {@link InterfaceError}s carrying an errno, whose message is the C library's text for it, so the
+ * commands print what wg prints: `Unable to access interface: No such device`.
+ * @module
+ */
+import { lstatSync, readdirSync, unlinkSync } from "node:fs";
+import { connect } from "node:net";
+import { type DeviceInfo, type DeviceUpdate, formatSet, parseGet } from "../lib/uapi.ts";
+
+/** Where UAPI sockets live (wireguard-tools ipc-uapi-unix.h, SOCK_PATH; wireguard-go ipc/uapi_linux.go). */
+export const SOCKET_DIR = "/var/run/wireguard";
+const SOCKET_SUFFIX = ".sock";
+/** How long a request may take before the daemon is considered hung (wg itself waits forever). */
+const DEFAULT_TIMEOUT_MS = 15_000;
+
+// Linux errno numbers and glibc's strerror() texts for the ones this client can meet.
+export const ENOENT = 2, EIO = 5, EACCES = 13, ENODEV = 19, EINVAL = 22, EPROTO = 71, ETIMEDOUT = 110;
+const STRERROR: Record<number, string> = {
+  1: "Operation not permitted",
+  2: "No such file or directory",
+  5: "Input/output error",
+  9: "Bad file descriptor",
+  12: "Cannot allocate memory",
+  13: "Permission denied",
+  19: "No such device",
+  22: "Invalid argument",
+  55: "No anode",
+  71: "Protocol error",
+  93: "Protocol not supported",
+  98: "Address already in use",
+  99: "Cannot assign requested address",
+  101: "Network is unreachable",
+  110: "Connection timed out",
+  111: "Connection refused",
+};
+
+/** glibc's strerror() text for a (positive) errno. */
+export function strerror(errno: number): string {
+  return STRERROR[errno] ?? `Unknown error ${errno}`;
+}
+
+/** A failed exchange with an interface: `errno` is positive (Linux numbering), `message` its strerror text. */
+export class InterfaceError extends Error {
+  override name = "InterfaceError";
+  constructor(readonly ifname: string, readonly errno: number, detail?: string) {
+    super(detail ?? strerror(errno));
+  }
+}
+
+export function socketPath(ifname: string): string {
+  return `${SOCKET_DIR}/${ifname}${SOCKET_SUFFIX}`;
+}
+
+const NODE_ERRNO: Record<string, number> = { ENOENT, EACCES, EPERM: 1, ECONNRESET: EIO, EPIPE: EIO };
+
+/**
+ * Sends one request (`get=1\n\n`, or `set=1\n` ... `\n`) and returns the reply up to and including the blank
+ * line that ends it. A missing socket, or one nobody listens on any more, is ENODEV, what wg reports for an
+ * interface that does not exist; like wg (ipc-uapi-unix.h), a socket refusing connections is a leftover of a
+ * dead daemon and is removed.
+ */
+export function uapiRequest(
+  ifname: string,
+  request: string,
+  timeoutMs = DEFAULT_TIMEOUT_MS,
+): Promise<string> {
+  // wg refuses a name with a slash (it would name another path) with EINVAL.
+  if (ifname === "" || ifname.includes("/")) return Promise.reject(new InterfaceError(ifname, EINVAL));
+  const path = socketPath(ifname);
+  try {
+    if (!lstatSync(path).isSocket()) return Promise.reject(new InterfaceError(ifname, ENODEV));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const errno = code === "ENOENT" || code === "ENOTDIR" ? ENODEV : NODE_ERRNO[code ?? ""] ?? EIO;
+    return Promise.reject(new InterfaceError(ifname, errno));
+  }
+  return new Promise((resolve, reject) => {
+    let reply = "";
+    let settled = false;
+    const sock = connect(path);
+    const finish = (err: InterfaceError | null) => {
+      if (settled) return;
+      settled = true;
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(reply);
+    };
+    sock.setEncoding("utf8");
+    sock.setTimeout(timeoutMs, () => finish(new InterfaceError(ifname, ETIMEDOUT)));
+    sock.on("connect", () => sock.write(request));
+    sock.on("data", (chunk: string) => {
+      reply += chunk;
+      // The reply ends at its first empty line.
+      const end = reply.startsWith("\n") ? 0 : reply.indexOf("\n\n");
+      if (end >= 0) {
+        reply = reply.slice(0, end + (end === 0 ? 1 : 2));
+        finish(null);
+      }
+    });
+    sock.on("end", () => finish(null)); // cut short: the caller's parser reports EPROTO
+    sock.on("error", (e: NodeJS.ErrnoException) => {
+      if (e.code === "ECONNREFUSED") {
+        try {
+          unlinkSync(path);
+        } catch {
+          // Someone else removed it already.
+        }
+        finish(new InterfaceError(ifname, ENODEV));
+      } else {
+        finish(new InterfaceError(ifname, NODE_ERRNO[e.code ?? ""] ?? EIO));
+      }
+    });
+  });
+}
+
+/** The interface's configuration and statistics (a UAPI get). Throws InterfaceError. */
+export async function uapiGet(ifname: string): Promise<DeviceInfo> {
+  const r = parseGet(await uapiRequest(ifname, "get=1\n\n"));
+  if (!r.ok) throw new InterfaceError(ifname, r.errno);
+  return r.value;
+}
+
+/**
+ * Applies an update (a UAPI set). Throws InterfaceError with the errno the daemon replied, e.g. EADDRINUSE
+ * for a taken listen port, or EPROTO when the reply has no errno line.
+ */
+export async function uapiSet(ifname: string, update: DeviceUpdate): Promise<void> {
+  const reply = await uapiRequest(ifname, `set=1\n${formatSet(update)}\n`);
+  // wg reads `errno=N` and takes -N as the error (ipc-uapi.h); daemons write it negated, or 0.
+  const m = /^errno=(-?[0-9]{1,10})$/m.exec(reply);
+  if (!m) throw new InterfaceError(ifname, EPROTO);
+  const errno = Math.abs(Number(m[1]));
+  if (errno !== 0) throw new InterfaceError(ifname, errno);
+}
+
+/**
+ * The userspace interfaces: the sockets in /var/run/wireguard that accept a connection, in directory order, as
+ * wg lists them (ipc-uapi-unix.h, userspace_get_wireguard_interfaces; leftover sockets are removed there too).
+ * Kernel WireGuard interfaces are not listed: they speak netlink, not this protocol.
+ */
+export async function listInterfaces(): Promise<string[]> {
+  let names: string[];
+  try {
+    names = readdirSync(SOCKET_DIR);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw e;
+  }
+  const candidates = names.filter((n) => n.length > SOCKET_SUFFIX.length && n.endsWith(SOCKET_SUFFIX))
+    .map((n) => n.slice(0, -SOCKET_SUFFIX.length));
+  const alive = await Promise.all(candidates.map(probe));
+  return candidates.filter((_, i) => alive[i]);
+}
+
+/** Whether a socket accepts connections; one that refuses them is removed, as wg does. */
+function probe(ifname: string): Promise<boolean> {
+  const path = socketPath(ifname);
+  try {
+    if (!lstatSync(path).isSocket()) return Promise.resolve(false);
+  } catch {
+    return Promise.resolve(false);
+  }
+  return new Promise((resolve) => {
+    const sock = connect(path);
+    sock.on("connect", () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.on("error", (e: NodeJS.ErrnoException) => {
+      sock.destroy();
+      if (e.code === "ECONNREFUSED") {
+        try {
+          unlinkSync(path);
+        } catch {
+          // Already gone.
+        }
+        resolve(false);
+      } else {
+        resolve(true); // e.g. EACCES: it exists, and the get will say why it cannot be read
+      }
+    });
+  });
+}
