@@ -313,7 +313,9 @@ export class Device implements TimerHandler<Peer> {
     const t = peer.timers;
     t.anyAuthenticatedPacketTraversal(now);
     t.anyAuthenticatedPacketSent();
-    if (isData) t.dataSent(now, this.#jitter());
+    // The jitter only matters when the new-handshake timer is not already armed (as the kernel's
+    // wg_timers_data_sent); drawing it for every packet would cost an RNG call per packet on the hot path.
+    if (isData && t.newHandshake === Infinity) t.dataSent(now, this.#jitter());
     if (kp.sendCounter > REKEY_AFTER_MESSAGES || (kp.isInitiator && now - kp.birth >= REKEY_AFTER_TIME)) {
       this.sendInitiation(peer, false);
     }
