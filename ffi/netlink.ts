@@ -48,6 +48,7 @@ export const RTM_DELADDR = 21;
 export const RTM_NEWROUTE = 24;
 export const RTM_DELROUTE = 25;
 export const RTM_GETLINK = 18;
+export const RTM_GETADDR = 22;
 export const RTM_GETROUTE = 26;
 export const RTM_NEWRULE = 32;
 export const RTM_DELRULE = 33;
@@ -246,6 +247,52 @@ export function delAddress(index: number, family: 4 | 6, addr: Uint8Array, prefi
     `netlink(RTM_DELADDR ifindex ${index})`,
     { 1: NEEDS_NET_ADMIN, 99: "address not assigned", 19: "no such interface" },
   );
+}
+
+/** An address of an interface, as `ip address show dev IF` lists it. */
+export interface InterfaceAddr {
+  family: 4 | 6;
+  addr: Uint8Array;
+  prefixLen: number;
+}
+
+/** The addresses of the interface `index` (RTM_GETADDR dump), IPv4 first, in the kernel's order. */
+export function listAddresses(index: number): InterfaceAddr[] {
+  const out: InterfaceAddr[] = [];
+  for (const family of [4, 6] as const) {
+    const m = new MessageBuilder(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, seq++, IFADDRMSG_SIZE);
+    m.buf[NLMSGHDR_SIZE] = family === 4 ? AF_INET : AF_INET6;
+    for (const r of transact(m, "netlink(RTM_GETADDR dump)", {})) {
+      if (
+        r.type !== RTM_NEWADDR || r.body.byteLength < IFADDRMSG_SIZE || r.body.getUint32(4, true) !== index
+      ) {
+        continue;
+      }
+      const a: InterfaceAddr = {
+        family,
+        addr: new Uint8Array(family === 4 ? 4 : 16),
+        prefixLen: r.body.getUint8(1),
+      };
+      let local: Uint8Array | null = null;
+      eachAttr(r.body, IFADDRMSG_SIZE, (type, at, len) => {
+        const bytes = new Uint8Array(r.body.buffer, at, len);
+        if (len !== a.addr.length) return;
+        // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on point-to-point links.
+        if (type === IFA_LOCAL) local = bytes;
+        else if (type === IFA_ADDRESS) a.addr.set(bytes);
+      });
+      if (local) a.addr.set(local);
+      out.push(a);
+    }
+  }
+  return out;
+}
+
+/** Deletes the interface `index`, like `ip link delete dev IF` (a TUN's owner then sees it go). */
+export function delLink(index: number): void {
+  const m = new MessageBuilder(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq++, IFINFOMSG_SIZE);
+  m.view.setInt32(NLMSGHDR_SIZE + 4, index, true);
+  request(m, `netlink(RTM_DELLINK ifindex ${index})`, { 1: NEEDS_NET_ADMIN, 19: "no such interface" });
 }
 
 /** Options for {@link addRoute} and {@link delRoute}. */

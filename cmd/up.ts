@@ -1,0 +1,429 @@
+/**
+ * `typetun up CONFIG|IFNAME [-f]`: what wg-quick(8) does with the same file, with typetun as the daemon and
+ * netlink instead of `ip`. In wg-quick's order: PreUp hooks, the daemon, the WireGuard settings, the
+ * addresses, the MTU (given, or computed as wg-quick does), link up, DNS through resolvconf, a route per
+ * allowed IP (Table = auto | off | main | number), the default-route case with fwmark policy routing, PostUp
+ * hooks. What it changed outside the interface (rules, firewall rules, DNS) is recorded in a state file so
+ * `down` undoes exactly that; addresses and routes go with the interface.
+ *
+ * A config error stops everything before the first change. A failure after it undoes what was done.
+ * @module
+ */
+import { spawnSync } from "node:child_process";
+import { lookup } from "node:dns/promises";
+import { existsSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { basename } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { addAddress, addRoute, addRule, linkMtu, listRoutes, routeGet, type Rule } from "../ffi/netlink.ts";
+import { ifIndex, setMtu, setUp } from "../ffi/tun.ts";
+import { ifNameToIndex } from "../ffi/libc.ts";
+import {
+  ConfigError,
+  configToUpdate,
+  type EndpointSpec,
+  formatCidrLikeWg,
+  formatEndpointSpec,
+  formatInterfaceAddress,
+  literalEndpoint,
+  parseConfig,
+  type WgConfig,
+} from "../lib/config.ts";
+import { type Cidr, Endpoint } from "../lib/ip.ts";
+import { daemonMain, serve } from "./daemon.ts";
+import { levelFromEnv, Logger } from "./log.ts";
+import { uapiGet, uapiSet } from "./uapi_client.ts";
+import { teardown } from "./down.ts";
+
+const CONFIG_DIR = "/etc/wireguard";
+const STATE_DIR = "/var/run/typetun";
+/** wg-quick's first table and fwmark for the default-route case (0xca6c). */
+const FIRST_DEFAULT_TABLE = 51820;
+/** wg-quick takes the MTU of the way to the endpoints and leaves room for IPv6 + UDP + WireGuard (80 bytes). */
+const MTU_OVERHEAD = 80;
+
+export const UP_USAGE = `Usage: typetun up [-f/--foreground] CONFIG_FILE | INTERFACE
+
+  CONFIG_FILE is a wg-quick(8) .conf file (or the same keys in .toml) whose name, without the extension, is
+  the interface name; INTERFACE alone means /etc/wireguard/INTERFACE.conf (or .toml). With -f the daemon
+  stays in the foreground (containers, systemd) and a signal takes the tunnel down again.
+`;
+
+/** What `up` changed outside the interface, for `down` to undo. */
+export interface UpState {
+  ifname: string;
+  config: string;
+  rules: Rule[];
+  /** iptables/ip6tables invocations (without -I/-D) that `down` deletes again. */
+  firewall: { tool: string; args: string[] }[];
+  /** The resolvconf record name, when DNS was set. */
+  dns: string | null;
+}
+
+export function statePath(ifname: string): string {
+  return `${STATE_DIR}/${ifname}.json`;
+}
+
+/** Finds the config as wg-quick does: a path as given, or /etc/wireguard/NAME.conf (typetun: also .toml). */
+export function locateConfig(arg: string): { path: string; ifname: string } {
+  let path = arg;
+  if (!arg.includes("/") && !/\.(conf|toml)$/.test(arg)) {
+    path = [`${CONFIG_DIR}/${arg}.conf`, `${CONFIG_DIR}/${arg}.toml`].find((p) => existsSync(p)) ??
+      `${CONFIG_DIR}/${arg}.conf`;
+  }
+  const ifname = basename(path).replace(/\.(conf|toml)$/, "");
+  if (!/^[a-zA-Z0-9_=+.-]{1,15}$/.test(ifname) || ifname === basename(path)) {
+    throw new Error(`The config file must be a valid interface name, followed by .conf or .toml: ${path}`);
+  }
+  return { path, ifname };
+}
+
+/** Reads and parses a config, with wg-quick's warning about a file others can read (it holds a private key). */
+export function readConfig(path: string): WgConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new Error(`\`${path}' does not exist or cannot be read: ${(e as Error).message}`);
+  }
+  if (statSync(path).mode & 0o007) process.stderr.write(`Warning: \`${path}' is world accessible\n`);
+  return parseConfig(text, { file: path });
+}
+
+/** Says what is being done, as wg-quick prints each command it runs. */
+export function step(what: string): void {
+  process.stderr.write(`[#] ${what}\n`);
+}
+
+const ipFamily = (f: 4 | 6) => `ip -${f}`;
+
+/** Runs a hook as wg-quick does (through bash, `%i` replaced by the interface name); a failure is an error. */
+export function runHooks(hooks: string[], ifname: string, what: string): void {
+  const shell = spawnSync("sh", ["-c", "command -v bash"], { encoding: "utf8" }).stdout.trim() || "sh";
+  for (const hook of hooks) {
+    const cmd = hook.replaceAll("%i", ifname);
+    step(cmd);
+    const r = spawnSync(shell, ["-c", cmd], { stdio: "inherit" });
+    if (r.status !== 0) throw new Error(`${what} hook failed (status ${r.status ?? r.signal}): ${cmd}`);
+  }
+}
+
+/** Resolves every peer's endpoint (names through the system resolver) before anything changes. */
+async function resolveEndpoints(cfg: WgConfig): Promise<Map<EndpointSpec, Endpoint>> {
+  const out = new Map<EndpointSpec, Endpoint>();
+  for (const p of cfg.peers) {
+    if (!p.endpoint) continue;
+    let ep = literalEndpoint(p.endpoint);
+    if (!ep) {
+      try {
+        const { address, family } = await lookup(p.endpoint.host);
+        ep = new Endpoint(family === 6 ? 6 : 4, ipBytes(address), p.endpoint.port);
+      } catch (e) {
+        throw new Error(`cannot resolve endpoint ${formatEndpointSpec(p.endpoint)}: ${(e as Error).message}`);
+      }
+    }
+    out.set(p.endpoint, ep);
+  }
+  return out;
+}
+
+function ipBytes(address: string): Uint8Array {
+  const ep = literalEndpoint({ host: address, port: 0 });
+  if (!ep) throw new Error(`the resolver returned an address that is not one: ${address}`);
+  return ep.addr;
+}
+
+/** wg-quick's MTU: the largest MTU on the way to any endpoint, else the default route's, else 1500; less 80. */
+export function computeMtu(endpoints: Iterable<Endpoint>): number {
+  let mtu = 0;
+  for (const ep of endpoints) {
+    try {
+      const oif = routeGet(ep.family, ep.addr);
+      if (oif) mtu = Math.max(mtu, linkMtu(oif));
+    } catch {
+      // No route to this endpoint (yet): it does not count.
+    }
+  }
+  if (!mtu) {
+    const def = listRoutes(4).find((r) => r.prefixLen === 0 && r.table === 254 && r.oif);
+    if (def) mtu = linkMtu(def.oif);
+  }
+  return (mtu || 1500) - MTU_OVERHEAD;
+}
+
+/** Parses `Table =`: auto (the default), off, main, a number, or a name from /etc/iproute2/rt_tables. */
+export function parseTable(value: string | undefined): number | "auto" | "off" {
+  if (value === undefined || value === "auto") return "auto";
+  if (value === "off") return "off";
+  if (value === "main") return 254;
+  if (/^\d+$/.test(value) && Number(value) > 0 && Number(value) < 2 ** 32) return Number(value);
+  for (const f of ["/etc/iproute2/rt_tables", "/usr/share/iproute2/rt_tables"]) {
+    try {
+      for (const line of readFileSync(f, "utf8").split("\n")) {
+        const [id, name] = line.trim().split(/\s+/);
+        if (name === value && /^\d+$/.test(id!)) return Number(id);
+      }
+    } catch {
+      // No such file here.
+    }
+  }
+  throw new Error(`Table = ${value}: not auto, off, main, a number or a table named in rt_tables`);
+}
+
+/** wg-quick adds no route that one through the interface in the main table already covers. */
+function covered(c: Cidr, index: number): boolean {
+  return listRoutes(c.family).some((r) =>
+    r.oif === index && r.table === 254 && sameNetwork(c, r.dst, r.prefixLen)
+  );
+}
+
+function sameNetwork(c: Cidr, dst: Uint8Array, prefixLen: number): boolean {
+  if (prefixLen > c.prefixLen) return false;
+  for (let bit = 0; bit < prefixLen; bit++) {
+    const m = 0x80 >> (bit & 7);
+    if ((c.addr[bit >> 3]! & m) !== (dst[bit >> 3]! & m)) return false;
+  }
+  return true;
+}
+
+function have(cmd: string): boolean {
+  return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
+}
+
+function run(tool: string, args: string[], input?: string): void {
+  step(`${tool} ${args.join(" ")}`);
+  const r = spawnSync(tool, args, {
+    input,
+    stdio: [input === undefined ? "ignore" : "pipe", "inherit", "inherit"],
+  });
+  if (r.status !== 0) throw new Error(`${tool} ${args.join(" ")} failed (status ${r.status ?? r.signal})`);
+}
+
+/**
+ * The default-route case (AllowedIPs 0.0.0.0/0 or ::/0, wg-quick's add_default): the tunnel's own packets
+ * carry a fwmark and keep using the main table; everything else goes to a table holding only the default
+ * route through the tunnel, while more specific routes of the main table still win (suppress_prefixlength 0).
+ */
+async function addDefault(
+  cfg: WgConfig,
+  ifname: string,
+  index: number,
+  c: Cidr,
+  state: UpState,
+): Promise<void> {
+  let table = (await uapiGet(ifname)).fwmark;
+  if (!table) {
+    table = FIRST_DEFAULT_TABLE;
+    const used = new Set([...listRoutes(4), ...listRoutes(6)].map((r) => r.table));
+    while (used.has(table)) table++;
+    step(`typetun set ${ifname} fwmark ${table}`);
+    await uapiSet(ifname, { replacePeers: false, fwmark: table, peers: [] });
+  }
+  const family = c.family;
+  step(`${ipFamily(family)} rule add not fwmark ${table} table ${table}`);
+  addRule({ family, table, notFwmark: table });
+  state.rules.push({ family, table, notFwmark: table });
+  step(`${ipFamily(family)} rule add table main suppress_prefixlength 0`);
+  addRule({ family, table: 254, suppressPrefixLength: 0 });
+  state.rules.push({ family, table: 254, suppressPrefixLength: 0 });
+  step(`${ipFamily(family)} route add ${formatCidrLikeWg(c)} dev ${ifname} table ${table}`);
+  addRoute(index, family, c.addr, 0, { table });
+  if (family === 4) {
+    step("sysctl -q net.ipv4.conf.all.src_valid_mark=1");
+    try {
+      writeFileSync("/proc/sys/net/ipv4/conf/all/src_valid_mark", "1");
+    } catch {
+      process.stderr.write("Warning: could not set net.ipv4.conf.all.src_valid_mark=1\n");
+    }
+  }
+  // wg-quick's anti-spoofing and connmark rules: nothing from outside may claim the tunnel's addresses, and
+  // replies to the tunnel's own UDP keep its mark.
+  const tool = family === 4 ? "iptables" : "ip6tables";
+  if (!have(tool)) {
+    process.stderr.write(
+      `Warning: ${tool} not found: the default route works without wg-quick's firewall rules\n`,
+    );
+    return;
+  }
+  const comment = ["-m", "comment", "--comment", `typetun rule for ${ifname}`];
+  const rules: string[][] = [];
+  for (const a of cfg.addresses.filter((a) => a.family === family)) {
+    const addr = new Endpoint(family, a.addr, 0).toString().replace(/:0$/, "").replace(/^\[|\]$/g, "");
+    rules.push(
+      ["-t", "raw", "PREROUTING", "!", "-i", ifname, "-d", addr, "-m", "addrtype", "!", "--src-type", "LOCAL"]
+        .concat(comment, ["-j", "DROP"]),
+    );
+  }
+  rules.push(
+    ["-t", "mangle", "POSTROUTING", "-m", "mark", "--mark", String(table), "-p", "udp"]
+      .concat(comment, ["-j", "CONNMARK", "--save-mark"]),
+  );
+  rules.push(
+    ["-t", "mangle", "PREROUTING", "-p", "udp"].concat(comment, ["-j", "CONNMARK", "--restore-mark"]),
+  );
+  for (const args of rules) {
+    run(tool, [args[0]!, args[1]!, "-I", ...args.slice(2)]);
+    state.firewall.push({ tool, args });
+  }
+}
+
+/** resolvconf's record name: wg-quick prefixes "tun." when resolvconf orders interfaces by such names. */
+function resolvconfName(ifname: string): string {
+  try {
+    const order = readFileSync("/etc/resolvconf/interface-order", "utf8");
+    if (/^tun\.\*/m.test(order)) return `tun.${ifname}`;
+  } catch {
+    // Not Debian's resolvconf: no prefix.
+  }
+  return ifname;
+}
+
+function setDns(cfg: WgConfig, ifname: string, state: UpState): void {
+  if (!cfg.dns.length && !cfg.dnsSearch.length) return;
+  if (!have("resolvconf")) {
+    const all = [...cfg.dns, ...cfg.dnsSearch].join(", ");
+    process.stderr.write(`Warning: DNS = ${all} not applied: resolvconf is not installed\n`);
+    return;
+  }
+  const lines = cfg.dns.map((d) => `nameserver ${d}\n`).join("") +
+    (cfg.dnsSearch.length ? `search ${cfg.dnsSearch.join(" ")}\n` : "");
+  const name = resolvconfName(ifname);
+  run("resolvconf", ["-a", name, "-m", "0", "-x"], lines);
+  state.dns = name;
+}
+
+/** Brings the tunnel up; returns once it is up (or, with -f, once it is down again). */
+export async function upMain(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: { foreground: { type: "boolean", short: "f" }, help: { type: "boolean", short: "h" } },
+      allowPositionals: true,
+    });
+  } catch (e) {
+    process.stderr.write(`typetun up: ${(e as Error).message}\n${UP_USAGE}`);
+    return 1;
+  }
+  if (parsed.values.help) {
+    process.stdout.write(UP_USAGE);
+    return 0;
+  }
+  if (parsed.positionals.length !== 1) {
+    process.stderr.write(UP_USAGE);
+    return 1;
+  }
+  const foreground = parsed.values.foreground === true || process.env.WG_PROCESS_FOREGROUND === "1";
+
+  // Everything that can fail on the config alone is checked before the first change.
+  let ifname: string, path: string, cfg: WgConfig, endpoints: Map<EndpointSpec, Endpoint>, table;
+  try {
+    ({ ifname, path } = locateConfig(parsed.positionals[0]!));
+    cfg = readConfig(path);
+    table = parseTable(cfg.table);
+    if (ifNameToIndex(ifname)) throw new Error(`\`${ifname}' already exists`);
+    endpoints = await resolveEndpoints(cfg);
+  } catch (e) {
+    process.stderr.write(`typetun: ${e instanceof ConfigError ? e.message : (e as Error).message}\n`);
+    return 1;
+  }
+
+  const state: UpState = { ifname, config: path, rules: [], firewall: [], dns: null };
+  let daemon: Promise<number> | null = null;
+  try {
+    runHooks(cfg.preUp, ifname, "PreUp");
+    step(`typetun ${foreground ? "-f " : ""}${ifname}`);
+    if (foreground) {
+      const log = new Logger(levelFromEnv(process.env.LOG_LEVEL ?? "error"), ifname);
+      daemon = serve(ifname, log, false);
+      await waitForSocket(ifname, daemon);
+    } else if ((await daemonMain([ifname])) !== 0) {
+      throw new Error(`the daemon for ${ifname} did not start`);
+    }
+    const index = ifIndex(ifname);
+    step(`typetun setconf ${ifname} ${path}`);
+    await uapiSet(ifname, configToUpdate(cfg, "set", (e) => endpoints.get(e)!));
+    for (const a of cfg.addresses) {
+      step(`${ipFamily(a.family)} address add ${formatInterfaceAddress(a)} dev ${ifname}`);
+      addAddress(index, a.family, a.addr, a.prefixLen);
+    }
+    const mtu = cfg.mtu ?? computeMtu(endpoints.values());
+    step(`ip link set mtu ${mtu} up dev ${ifname}`);
+    setMtu(ifname, mtu);
+    setUp(ifname, true);
+    setDns(cfg, ifname, state);
+    if (table !== "off") {
+      const cidrs = cfg.peers.flatMap((p) => p.allowedIps).sort((a, b) => b.prefixLen - a.prefixLen);
+      for (const c of cidrs) {
+        const route = `${ipFamily(c.family)} route add ${formatCidrLikeWg(c)} dev ${ifname}`;
+        if (table !== "auto") {
+          step(`${route} table ${table}`);
+          addRoute(index, c.family, c.addr, c.prefixLen, { table });
+        } else if (c.prefixLen === 0) {
+          await addDefault(cfg, ifname, index, c, state);
+        } else if (!covered(c, index)) {
+          step(route);
+          addRoute(index, c.family, c.addr, c.prefixLen);
+        }
+      }
+    }
+    saveState(state);
+    runHooks(cfg.postUp, ifname, "PostUp");
+  } catch (e) {
+    process.stderr.write(`typetun: ${(e as Error).message}\n`);
+    teardown(state);
+    if (daemon) await daemon;
+    return 1;
+  }
+  if (!daemon) return 0;
+  // Foreground: serve until a signal or the interface's deletion, then undo what up did.
+  const code = await daemon;
+  try {
+    runHooks(cfg.preDown, ifname, "PreDown");
+  } catch (e) {
+    process.stderr.write(`typetun: ${(e as Error).message}\n`);
+  }
+  teardown(state);
+  try {
+    runHooks(cfg.postDown, ifname, "PostDown");
+  } catch (e) {
+    process.stderr.write(`typetun: ${(e as Error).message}\n`);
+  }
+  return code;
+}
+
+/** Waits until the in-process daemon answers on its socket, or fails if it ended first. */
+async function waitForSocket(ifname: string, daemon: Promise<number>): Promise<void> {
+  let ended = false;
+  daemon.then(() => (ended = true));
+  for (let i = 0; i < 200 && !ended; i++) {
+    try {
+      await uapiGet(ifname);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  throw new Error(`the daemon for ${ifname} did not start`);
+}
+
+function saveState(state: UpState): void {
+  mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
+  writeFileSync(statePath(state.ifname), JSON.stringify(state), { mode: 0o600 });
+}
+
+export function loadState(ifname: string): UpState | null {
+  try {
+    return JSON.parse(readFileSync(statePath(ifname), "utf8"));
+  } catch {
+    return null;
+  }
+}
+
+export function removeState(ifname: string): void {
+  try {
+    unlinkSync(statePath(ifname));
+  } catch {
+    // Never written (up failed early) or already removed.
+  }
+}
