@@ -5,7 +5,7 @@
 import process from "node:process";
 import { daemonMain } from "./daemon.ts";
 import { convertMain } from "./convert.ts";
-import { inProcessDemo } from "./demo.ts";
+import { demoMain } from "./demo.ts";
 import { downMain } from "./down.ts";
 import { upMain } from "./up.ts";
 import { genkey, genpsk, pubkey } from "./keys.ts";
@@ -61,7 +61,7 @@ export async function main(argv: string[]): Promise<number> {
     case "pubkey":
       return await pubkey();
     case "demo":
-      return inProcessDemo();
+      return await demoMain();
     case "help":
     case "--help":
     case "-h":

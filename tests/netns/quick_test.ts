@@ -281,3 +281,22 @@ test("up: config errors name the file and line and change nothing", (lab, dir, t
   assert.match(twice.stderr, /already exists/);
   assert.equal(typetun(ns, `down ${file}`).status, 0);
 });
+
+Deno.test({
+  name: "demo: as root, a tunnel between two namespaces, brought up with `typetun up`, then nothing left",
+  ignore: cannotRun("ping") !== null,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () => {
+    const r = spawnSync(typetunCommand()[0]!, [...typetunCommand().slice(1), "demo"], {
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /handshake done/);
+    assert.match(r.stdout, /5\/5 replies/);
+    assert.match(r.stdout, /latest handshake: /);
+    assert.ok(r.stdout.split("\n").length < 25, "the output is short");
+    assert.doesNotMatch(sh("ip netns list"), /typetun-demo-/, "its namespaces are gone");
+  },
+});
