@@ -3,6 +3,9 @@
  * @module
  */
 import process from "node:process";
+import pkg from "../package.json" with { type: "json" };
+import { runtimeName } from "../ffi/runtime.ts";
+import { aeadBackendName } from "./crypto.ts";
 import { daemonMain } from "./daemon.ts";
 import { convertMain } from "./convert.ts";
 import { demoMain } from "./demo.ts";
@@ -29,6 +32,7 @@ Available subcommands:
   genpsk    Generates a new preshared key and writes it to stdout
   pubkey    Reads a private key from stdin and writes a public key to stdout
   demo      Shows a tunnel at work
+  version   Shows the version, the runtime and the transport AEAD in use
   help      Shows this help
 
 You may pass \`--help' to any of these subcommands to view usage.
@@ -62,6 +66,13 @@ export async function main(argv: string[]): Promise<number> {
       return await pubkey();
     case "demo":
       return await demoMain();
+    case "version":
+    case "--version":
+      process.stdout.write(
+        `typetun v${pkg.version} (${runtimeName} ${process.versions[runtimeName] ?? ""}, ` +
+          `transport AEAD: ${aeadBackendName()})\n`,
+      );
+      return 0;
     case "help":
     case "--help":
     case "-h":
