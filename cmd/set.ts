@@ -22,7 +22,7 @@ import {
 } from "../lib/config.ts";
 import { type Cidr, Endpoint, parseCidr } from "../lib/ip.ts";
 import { type DeviceUpdate, keyFromBase64, type PeerUpdate } from "../lib/uapi.ts";
-import { uapiGet, uapiSet } from "./uapi_client.ts";
+import { systemErrorText, uapiGet, uapiSet } from "./uapi_client.ts";
 
 const SET_USAGE =
   `Usage: typetun set <interface> [listen-port <port>] [fwmark <mark>] [private-key <file path>] [peer <base64 public key> [remove] [preshared-key <file path>] [endpoint <ip>:<port>] [persistent-keepalive <interval seconds>] [allowed-ips <ip1>/<cidr1>[,<ip2>/<cidr2>]...] ]...
@@ -70,7 +70,7 @@ export function readKeyFile(path: string): Uint8Array {
   try {
     data = readFileSync(path);
   } catch (e) {
-    throw new UsageError(`fopen: ${(e as Error).message}`);
+    throw new UsageError(`fopen: ${systemErrorText(e)}`);
   }
   if (data.length === 0) return new Uint8Array(32);
   if (data.length < 44) throw new UsageError("Invalid length key in key file");
@@ -92,7 +92,9 @@ function parseKey(s: string): Uint8Array {
 function parsePort(s: string): number {
   if (s === "") throw new UsageError("Unable to parse empty port");
   // wg lets getaddrinfo read it; a number is what it takes here (no service names).
-  if (!/^[0-9]+$/.test(s) || Number(s) > 65535) throw new UsageError(`Could not parse port: \`${s}'`);
+  if (!/^[0-9]+$/.test(s)) throw new UsageError(`Servname not supported for ai_socktype: \`${s}'`);
+  // wg passes 70000 on as 4464 (glibc's getaddrinfo truncates it to 16 bits); refusing it is kinder.
+  if (Number(s) > 65535) throw new UsageError(`Could not parse port: \`${s}'`);
   return Number(s);
 }
 
@@ -274,7 +276,7 @@ export function readConfigFile(path: string, options: { wgOnly?: boolean } = {})
   try {
     text = readFileSync(path, "utf8");
   } catch (e) {
-    throw new UsageError(`fopen: ${(e as Error).message}`);
+    throw new UsageError(`fopen: ${systemErrorText(e)}`);
   }
   return parseConfig(text, { file: path, format: detectFormat(path, text), wgOnly: options.wgOnly });
 }

@@ -7,8 +7,9 @@
  * commands print what wg prints: `Unable to access interface: No such device`.
  * @module
  */
-import { lstatSync, readdirSync, unlinkSync } from "node:fs";
+import { lstatSync, opendirSync, unlinkSync } from "node:fs";
 import { connect } from "node:net";
+import { constants as osConstants } from "node:os";
 import { type DeviceInfo, type DeviceUpdate, formatSet, parseGet } from "../lib/uapi.ts";
 
 /** Where UAPI sockets live (wireguard-tools ipc-uapi-unix.h, SOCK_PATH; wireguard-go ipc/uapi_linux.go). */
@@ -27,6 +28,8 @@ const STRERROR: Record<number, string> = {
   12: "Cannot allocate memory",
   13: "Permission denied",
   19: "No such device",
+  20: "Not a directory",
+  21: "Is a directory",
   22: "Invalid argument",
   55: "No anode",
   71: "Protocol error",
@@ -37,6 +40,13 @@ const STRERROR: Record<number, string> = {
   110: "Connection timed out",
   111: "Connection refused",
 };
+
+/** The strerror() text of a Node.js-style error (`code: "ENOENT"`), e.g. for wg's `fopen: ...` messages. */
+export function systemErrorText(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code ?? "";
+  const errno = (osConstants.errno as Record<string, number>)[code];
+  return errno !== undefined && STRERROR[errno] ? STRERROR[errno] : (e as Error).message;
+}
 
 /** glibc's strerror() text for a (positive) errno. */
 export function strerror(errno: number): string {
@@ -143,12 +153,19 @@ export async function uapiSet(ifname: string, update: DeviceUpdate): Promise<voi
  * Kernel WireGuard interfaces are not listed: they speak netlink, not this protocol.
  */
 export async function listInterfaces(): Promise<string[]> {
-  let names: string[];
+  // opendir rather than readdir: Deno's readdirSync sorts the names, and wg keeps the directory's order.
+  const names: string[] = [];
+  let dir;
   try {
-    names = readdirSync(SOCKET_DIR);
+    dir = opendirSync(SOCKET_DIR);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw e;
+  }
+  try {
+    for (let ent = dir.readSync(); ent !== null; ent = dir.readSync()) names.push(ent.name);
+  } finally {
+    dir.closeSync();
   }
   const candidates = names.filter((n) => n.length > SOCKET_SUFFIX.length && n.endsWith(SOCKET_SUFFIX))
     .map((n) => n.slice(0, -SOCKET_SUFFIX.length));
