@@ -56,8 +56,8 @@ are refused, as wg refuses them: typetun convert --strip FILE prints the file wi
 `;
 }
 
-/** A bad argument or file: the message is printed as it is and the command fails. */
-class UsageError extends Error {}
+/** A bad argument or file (wg's wording): the message is printed as it is and the command fails. */
+export class UsageError extends Error {}
 
 // ---- Reading values as wg(8) does (config.c) ----
 
