@@ -10,7 +10,6 @@
  * @module
  */
 import { spawnSync } from "node:child_process";
-import { lookup } from "node:dns/promises";
 import { existsSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import process from "node:process";
@@ -19,19 +18,16 @@ import { addAddress, addRoute, addRule, linkMtu, listRoutes, routeGet, type Rule
 import { ifIndex, setMtu, setUp } from "../ffi/tun.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import {
-  ConfigError,
   configToUpdate,
   type EndpointSpec,
   formatCidrLikeWg,
-  formatEndpointSpec,
   formatInterfaceAddress,
-  literalEndpoint,
-  parseConfig,
   type WgConfig,
 } from "../lib/config.ts";
 import { type Cidr, Endpoint } from "../lib/ip.ts";
 import { daemonMain, serve } from "./daemon.ts";
 import { levelFromEnv, Logger } from "./log.ts";
+import { readConfigFile, resolveEndpoint } from "./set.ts";
 import { uapiGet, uapiSet } from "./uapi_client.ts";
 import { teardown } from "./down.ts";
 
@@ -80,14 +76,10 @@ export function locateConfig(arg: string): { path: string; ifname: string } {
 
 /** Reads and parses a config, with wg-quick's warning about a file others can read (it holds a private key). */
 export function readConfig(path: string): WgConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (e) {
-    throw new Error(`\`${path}' does not exist or cannot be read: ${(e as Error).message}`);
-  }
+  if (!existsSync(path)) throw new Error(`\`${path}' does not exist`);
+  const cfg = readConfigFile(path);
   if (statSync(path).mode & 0o007) process.stderr.write(`Warning: \`${path}' is world accessible\n`);
-  return parseConfig(text, { file: path });
+  return cfg;
 }
 
 /** Says what is being done, as wg-quick prints each command it runs. */
@@ -108,29 +100,11 @@ export function runHooks(hooks: string[], ifname: string, what: string): void {
   }
 }
 
-/** Resolves every peer's endpoint (names through the system resolver) before anything changes. */
+/** Resolves every peer's endpoint (names as wg resolves them) before anything changes. */
 async function resolveEndpoints(cfg: WgConfig): Promise<Map<EndpointSpec, Endpoint>> {
   const out = new Map<EndpointSpec, Endpoint>();
-  for (const p of cfg.peers) {
-    if (!p.endpoint) continue;
-    let ep = literalEndpoint(p.endpoint);
-    if (!ep) {
-      try {
-        const { address, family } = await lookup(p.endpoint.host);
-        ep = new Endpoint(family === 6 ? 6 : 4, ipBytes(address), p.endpoint.port);
-      } catch (e) {
-        throw new Error(`cannot resolve endpoint ${formatEndpointSpec(p.endpoint)}: ${(e as Error).message}`);
-      }
-    }
-    out.set(p.endpoint, ep);
-  }
+  for (const p of cfg.peers) if (p.endpoint) out.set(p.endpoint, await resolveEndpoint(p.endpoint));
   return out;
-}
-
-function ipBytes(address: string): Uint8Array {
-  const ep = literalEndpoint({ host: address, port: 0 });
-  if (!ep) throw new Error(`the resolver returned an address that is not one: ${address}`);
-  return ep.addr;
 }
 
 /** wg-quick's MTU: the largest MTU on the way to any endpoint, else the default route's, else 1500; less 80. */
@@ -324,7 +298,7 @@ export async function upMain(args: string[]): Promise<number> {
     if (ifNameToIndex(ifname)) throw new Error(`\`${ifname}' already exists`);
     endpoints = await resolveEndpoints(cfg);
   } catch (e) {
-    process.stderr.write(`typetun: ${e instanceof ConfigError ? e.message : (e as Error).message}\n`);
+    process.stderr.write(`typetun: ${(e as Error).message}\n`);
     return 1;
   }
 
