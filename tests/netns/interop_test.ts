@@ -107,9 +107,15 @@ const test = (name: string, fn: (lab: Lab) => Promise<void>) =>
 for (const initiator of ["typetun", "wireguard-go"] as const) {
   for (const psk of [false, true]) {
     test(
-      `interop: typetun ↔ wireguard-go, ${initiator} initiating, ${psk ? "with" : "without"} preshared key`,
+      `interop: typetun (${psk ? "noble" : "native"} AEAD) ↔ wireguard-go, ${initiator} initiating, ${
+        psk ? "with" : "without"
+      } preshared key`,
       async (lab) => {
-        const { ns1, ns2, tt, go } = await pair(lab, { psk });
+        // typetun's two transport AEAD backends both meet wireguard-go: native without a PSK, noble with one.
+        const { ns1, ns2, tt, go } = await pair(lab, {
+          psk,
+          env: { TYPETUN_CRYPTO: psk ? "noble" : "native" },
+        });
         // The first packet decides who initiates.
         if (initiator === "typetun") inNs(ns1, "ping -c 2 -i 0.3 -W 3 10.242.0.2");
         else inNs(ns2, "ping -c 2 -i 0.3 -W 3 10.242.0.1");
