@@ -86,8 +86,7 @@ async function saveConfig(path: string, ifname: string, cfg: WgConfig): Promise<
   const index = ifNameToIndex(ifname);
   // The link-local address the kernel gave the TUN is its own, not the config's.
   running.addresses = listAddresses(index)
-    .filter((a) => !(a.family === 6 && a.addr[0] === 0xfe && (a.addr[1]! & 0xc0) === 0x80))
-    .map((a) => ({ family: a.family, addr: a.addr, prefixLen: a.prefixLen }));
+    .filter((a) => !(a.family === 6 && a.addr[0] === 0xfe && (a.addr[1]! & 0xc0) === 0x80));
   running.dns = cfg.dns;
   running.dnsSearch = cfg.dnsSearch;
   if (cfg.mtu !== undefined) running.mtu = getMtu(ifname);

@@ -17,7 +17,15 @@
  */
 
 import { parse as parseTomlText, TomlError } from "smol-toml";
-import { type Cidr, Endpoint, type Family, formatAddress, parseAddress, parseCidr } from "./ip.ts";
+import {
+  type Cidr,
+  Endpoint,
+  type Family,
+  formatAddress,
+  parseAddress,
+  parseCidr,
+  splitHostPort,
+} from "./ip.ts";
 import {
   type DeviceInfo,
   type DeviceUpdate,
@@ -547,31 +555,20 @@ export function formatInterfaceAddress(a: InterfaceAddress): string {
  * name; the port decimal, 0-65535. Null if it is neither.
  */
 export function parseEndpointSpec(s: string): EndpointSpec | null {
-  let host: string, port: string;
-  if (s.startsWith("[")) {
-    const close = s.indexOf("]");
-    if (close < 0 || s[close + 1] !== ":") return null;
-    host = s.slice(1, close);
-    port = s.slice(close + 2);
+  const hp = splitHostPort(s);
+  if (!hp) return null;
+  const { host, port } = hp;
+  if (hp.bracketed) {
     if (!host.includes(":") || !parseAddress(host)) return null; // brackets are for IPv6 literals
-  } else {
-    const colon = s.lastIndexOf(":");
-    if (colon <= 0) return null;
-    host = s.slice(0, colon);
-    port = s.slice(colon + 1);
-    if (host.includes(":") || /^[0-9.]+$/.test(host)) {
-      if (host.includes("%") || !parseAddress(host)) return null;
-    } else if (
-      !/^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/.test(
-        host,
-      )
-    ) {
-      return null;
-    }
+  } else if (host.includes(":") || /^[0-9.]+$/.test(host)) {
+    if (host.includes("%") || !parseAddress(host)) return null;
+  } else if (
+    !/^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/.test(host)
+  ) {
+    return null; // not a DNS name either (this also refuses an empty host)
   }
-  if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) return null;
   const addr = parseAddress(host);
-  return { host: addr ? formatAddressLikeWg(addr) : host, port: Number(port) };
+  return { host: addr ? formatAddressLikeWg(addr) : host, port };
 }
 
 /** `host:port`, or `[v6]:port` when the host is an IPv6 address, as wg(8) prints endpoints. */

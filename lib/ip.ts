@@ -142,12 +142,13 @@ export function formatCidr(c: Cidr): string {
 }
 
 /**
- * Parses an endpoint as `wg` accepts a literal one: `1.2.3.4:51820` or `[2001:db8::1]:51820`. Host names are
- * resolved by the caller (cmd/), never here.
+ * Splits `host:port` or `[host]:port` as wg(8) does (config.c, parse_endpoint): without brackets the host is
+ * everything before the last colon. The port must be decimal, 0-65535. Null if malformed.
  */
-export function parseEndpoint(s: string): Endpoint | null {
+export function splitHostPort(s: string): { host: string; port: number; bracketed: boolean } | null {
   let host: string, port: string;
-  if (s.startsWith("[")) {
+  const bracketed = s.startsWith("[");
+  if (bracketed) {
     const close = s.indexOf("]");
     if (close < 0 || s[close + 1] !== ":") return null;
     host = s.slice(1, close);
@@ -157,12 +158,22 @@ export function parseEndpoint(s: string): Endpoint | null {
     if (colon < 0) return null;
     host = s.slice(0, colon);
     port = s.slice(colon + 1);
-    if (host.includes(":")) return null; // a bare IPv6 address must be bracketed
   }
   if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) return null;
-  const addr = parseAddress(host);
+  return { host, port: Number(port), bracketed };
+}
+
+/**
+ * Parses an endpoint as `wg` accepts a literal one: `1.2.3.4:51820` or `[2001:db8::1]:51820`. Host names are
+ * resolved by the caller (cmd/), never here.
+ */
+export function parseEndpoint(s: string): Endpoint | null {
+  const hp = splitHostPort(s);
+  // A bare IPv6 address must be bracketed here.
+  if (!hp || (!hp.bracketed && hp.host.includes(":"))) return null;
+  const addr = parseAddress(hp.host);
   if (!addr) return null;
-  return new Endpoint(addr.length === 4 ? 4 : 6, addr, Number(port));
+  return new Endpoint(addr.length === 4 ? 4 : 6, addr, hp.port);
 }
 
 // ---- IP packet headers (RFC 791, RFC 8200): what cryptokey routing needs to read ----

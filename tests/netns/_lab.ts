@@ -113,6 +113,25 @@ export class Lab {
   }
 }
 
+/** A namespace test with its own Lab, always cleaned up; `skip` (from cannotRun) ignores it. */
+export function labTest(name: string, skip: string | null, fn: (lab: Lab) => Promise<void> | void): void {
+  Deno.test({
+    name,
+    ignore: skip !== null,
+    // Daemons and child processes outlive single steps on purpose; cleanup() ends them.
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      const lab = new Lab();
+      try {
+        await fn(lab);
+      } finally {
+        lab.cleanup();
+      }
+    },
+  });
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
-import { cannotRun, inNs, Lab, sh, sleep, tag, waitExit, wgKeys, wgSet } from "./_lab.ts";
+import { cannotRun, inNs, Lab, labTest, sh, sleep, tag, waitExit, wgKeys, wgSet } from "./_lab.ts";
 
 const skip = cannotRun("wg", "wireguard-go", "ncat", "ping");
 if (skip) console.log(`interop tests skipped: ${skip}`);
@@ -88,21 +88,7 @@ async function pair(lab: Lab, opts: { psk?: boolean; env?: Record<string, string
   return { ns1, ns2, tt, go, veth1: veth1!, k1, k2 };
 }
 
-const test = (name: string, fn: (lab: Lab) => Promise<void>) =>
-  Deno.test({
-    name,
-    ignore: skip !== null,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const lab = new Lab();
-      try {
-        await fn(lab);
-      } finally {
-        lab.cleanup();
-      }
-    },
-  });
+const test = (name: string, fn: (lab: Lab) => Promise<void>) => labTest(name, skip, fn);
 
 for (const initiator of ["typetun", "wireguard-go"] as const) {
   for (const psk of [false, true]) {

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cannotRun, inNs, Lab, sh, sleep, tag, typetunCommand, waitExit, wgKeys } from "./_lab.ts";
+import { cannotRun, inNs, Lab, labTest, sh, sleep, tag, typetunCommand, waitExit, wgKeys } from "./_lab.ts";
 
 const skip = cannotRun("wg", "ping");
 if (skip) console.log(`up/down tests skipped: ${skip}`);
@@ -36,21 +36,13 @@ const ipJson = (ns: string, args: string): Json[] => JSON.parse(sh(`ip -j -n ${n
 const linkExists = (ns: string, ifname: string) => ipJson(ns, "link show").some((l) => l.ifname === ifname);
 
 const test = (name: string, fn: (lab: Lab, dir: string, t: string) => Promise<void> | void) =>
-  Deno.test({
-    name,
-    ignore: skip !== null,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const lab = new Lab();
-      const dir = mkdtempSync("/tmp/typetun-quick-");
-      try {
-        await fn(lab, dir, tag());
-      } finally {
-        lab.cleanup();
-        rmSync(dir, { recursive: true, force: true });
-      }
-    },
+  labTest(name, skip, async (lab) => {
+    const dir = mkdtempSync("/tmp/typetun-quick-");
+    try {
+      await fn(lab, dir, tag());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
 /** Two namespaces over a veth (192.168.243.1 ↔ .2), with keys for each side. */
