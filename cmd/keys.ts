@@ -9,7 +9,9 @@ import { keyFromBase64, keyToBase64 } from "../lib/uapi.ts";
 
 /** The system CSPRNG (Web Crypto, present in Deno, Bun and Node). */
 export function systemRng(out: Uint8Array): void {
-  for (let i = 0; i < out.length; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  // getRandomValues fills at most 65,536 bytes per call; the common small request needs no subarray.
+  if (out.length <= 65536) crypto.getRandomValues(out);
+  else for (let i = 0; i < out.length; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
 }
 
 function warnIfWorldReadable(): void {

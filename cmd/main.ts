@@ -6,14 +6,7 @@ import process from "node:process";
 import pkg from "../package.json" with { type: "json" };
 import { runtimeName } from "../ffi/runtime.ts";
 import { aeadBackendName } from "./crypto.ts";
-import { daemonMain } from "./daemon.ts";
-import { convertMain } from "./convert.ts";
-import { demoMain } from "./demo.ts";
-import { downMain } from "./down.ts";
-import { upMain } from "./up.ts";
 import { genkey, genpsk, pubkey } from "./keys.ts";
-import { setconfMain, setMain } from "./set.ts";
-import { showconfMain, showMain } from "./show.ts";
 
 const USAGE = `Usage: typetun <cmd> [<args>]
        typetun [-f/--foreground] INTERFACE-NAME   (the daemon, as wireguard-go)
@@ -38,26 +31,28 @@ Available subcommands:
 You may pass \`--help' to any of these subcommands to view usage.
 `;
 
+// Each subcommand's module is loaded when it runs: the daemon, up/down and the demo pull in netlink, the UAPI
+// server and the data plane, which `genkey` or `show` have no use for (about 16 ms per command under deno run).
 export async function main(argv: string[]): Promise<number> {
   const [command] = argv;
   const rest = argv.slice(1);
   switch (command) {
     case "up":
-      return await upMain(rest);
+      return (await import("./up.ts")).upMain(rest);
     case "down":
-      return await downMain(rest);
+      return (await import("./down.ts")).downMain(rest);
     case "show":
-      return await showMain(rest);
+      return (await import("./show.ts")).showMain(rest);
     case "showconf":
-      return await showconfMain(rest);
+      return (await import("./show.ts")).showconfMain(rest);
     case "set":
-      return await setMain(rest);
+      return (await import("./set.ts")).setMain(rest);
     case "setconf":
     case "addconf":
     case "syncconf":
-      return await setconfMain(command, rest);
+      return (await import("./set.ts")).setconfMain(command, rest);
     case "convert":
-      return convertMain(rest);
+      return (await import("./convert.ts")).convertMain(rest);
     case "genkey":
       return genkey();
     case "genpsk":
@@ -65,7 +60,7 @@ export async function main(argv: string[]): Promise<number> {
     case "pubkey":
       return await pubkey();
     case "demo":
-      return await demoMain();
+      return (await import("./demo.ts")).demoMain();
     case "version":
     case "--version":
       process.stdout.write(
@@ -83,6 +78,6 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     default:
       // Anything else is wireguard-go's calling convention: `typetun [-f] IFNAME`.
-      return await daemonMain(argv);
+      return (await import("./daemon.ts")).daemonMain(argv);
   }
 }

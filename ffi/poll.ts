@@ -39,6 +39,8 @@ export class PollSet {
   readonly #i32: Int32Array;
   readonly #i16: Int16Array;
   #count = 0;
+  /** `#count` as the bigint poll's `nfds_t` takes: a number would send every call down Deno's slow FFI path. */
+  #nfds = 0n;
 
   constructor(capacity: number) {
     // Off-heap, so a poll running on another thread (Deno nonblocking) sees a buffer that never moves.
@@ -57,6 +59,7 @@ export class PollSet {
     const slot = this.#count;
     if (slot * POLLFD_SIZE >= this.#bytes.length) throw new RangeError(`PollSet is full (${slot} slots)`);
     this.#count++;
+    this.#nfds = BigInt(this.#count);
     this.set(slot, fd, events);
     return slot;
   }
@@ -71,6 +74,7 @@ export class PollSet {
   /** Empties the set. */
   clear(): void {
     this.#count = 0;
+    this.#nfds = 0n;
   }
 
   /** The events that occurred on a slot in the last poll (POLLIN, POLLERR…). */
@@ -89,7 +93,7 @@ export class PollSet {
    * @returns how many slots have events; 0 on timeout or when interrupted by a signal
    */
   poll(timeoutMs: number): number {
-    const n = libc.symbols.poll(this.#bytes, this.#count, timeoutMs);
+    const n = libc.symbols.poll(this.#bytes, this.#nfds, timeoutMs);
     if (n >= 0) return n;
     const e = errno();
     if (e === EINTR) return 0;
@@ -103,7 +107,7 @@ export class PollSet {
    */
   async pollAsync(timeoutMs: number): Promise<number> {
     if (nonblockingCalls) {
-      const n = await libc.symbols.poll_nonblocking(this.#bytes, this.#count, timeoutMs);
+      const n = await libc.symbols.poll_nonblocking(this.#bytes, this.#nfds, timeoutMs);
       // errno belongs to the thread that ran the call; a synchronous check reports the real state or error.
       return n >= 0 ? n : this.poll(0);
     }
