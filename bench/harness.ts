@@ -44,6 +44,7 @@ Options:
   --rounds N        interleaved rounds over all pairs (default 3)
   --time S          seconds per iperf3 run (default 5)
   --udp-rate RATE   iperf3 -u target rate (default 1G)
+  --ping-interval S seconds between the 20 pings (default 0.05; 1 shows the RTT of a tunnel idle between pings)
   --only LIST       comma-separated rows or groups: startup, veth, wireguard-go, typetun, mixed,
                     typetun→wireguard-go, wireguard-go→typetun (ASCII -> works too), typetun(native)…
   --bin PATH        the typetun to run (e.g. dist/typetun); default: deno run -A main.ts
@@ -60,6 +61,7 @@ interface Options {
   rounds: number;
   time: number;
   udpRate: string;
+  pingInterval: number;
   only: string[] | null;
   typetun: string[];
   crypto: (string | null)[];
@@ -74,6 +76,7 @@ function parseOptions(argv: string[]): Options | null {
       rounds: { type: "string", default: "3" },
       time: { type: "string", default: "5" },
       "udp-rate": { type: "string", default: "1G" },
+      "ping-interval": { type: "string", default: "0.05" },
       only: { type: "string" },
       bin: { type: "string" },
       crypto: { type: "string" },
@@ -120,6 +123,7 @@ function parseOptions(argv: string[]): Options | null {
     rounds: int("rounds", values.rounds, 1, 20),
     time: int("time", values.time, 1, 60),
     udpRate: values["udp-rate"],
+    pingInterval: pingInterval(values["ping-interval"]),
     only: list(values.only)?.map((s) => s.replaceAll("->", "→")) ?? null,
     typetun,
     crypto: crypto?.length ? crypto : [null],
@@ -485,8 +489,18 @@ async function udp(r: PairRun, opts: Options): Promise<{ mbps: number; loss: num
   return { mbps: end.sum_received.bits_per_second / 1e6, loss: end.sum.lost_percent };
 }
 
-async function ping(r: PairRun): Promise<{ avg: number; mdev: number; loss: number }> {
-  const out = await inNs(r.ns![0], "ping", ["-c", "20", "-i", "0.05", "-W", "1", "-q", r.target], 20_000);
+function pingInterval(v: string): number {
+  const n = Number(v);
+  // ping refuses intervals below 0.002 s even for root.
+  if (!/^\d+(\.\d+)?$/.test(v) || n < 0.002 || n > 5) {
+    throw new UsageError(`--ping-interval must be seconds from 0.002 to 5, not "${v}"`);
+  }
+  return n;
+}
+
+async function ping(r: PairRun, interval: number): Promise<{ avg: number; mdev: number; loss: number }> {
+  const args = ["-c", "20", "-i", `${interval}`, "-W", "1", "-q", r.target];
+  const out = await inNs(r.ns![0], "ping", args, 20_000 + 20_000 * interval);
   const rtt = /= ([\d.]+)\/([\d.]+)\/([\d.]+)\/([\d.]+) ms/.exec(out);
   const loss = Number(/([\d.]+)% packet loss/.exec(out)?.[1] ?? NaN);
   if (!rtt) throw new Error(`ping: no RTT in its output (${loss}% loss)`);
@@ -709,7 +723,8 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const iperf = have("iperf3");
-  const perRound = iperf ? 2 * opts.time + 4 : 2;
+  const pingS = 20 * opts.pingInterval;
+  const perRound = iperf ? 2 * opts.time + 3 + pingS : 1 + pingS;
   const estimate = selected.pairs.length * (opts.rounds * perRound + 3) + (selected.startup ? 20 : 0);
   // A watchdog: the run is bounded even if some step hangs past its own timeout.
   const limitS = estimate * 3 + 120;
@@ -721,7 +736,7 @@ async function main(argv: string[]): Promise<number> {
   const host = hostInfo(opts);
   console.log(
     `bench: ${selected.pairs.length} pairs × ${opts.rounds} rounds × (TCP ${opts.time} s, UDP ${opts.time} s, ` +
-      `ping 1 s); about ${Math.ceil(estimate / 60)} min. typetun = ${host.typetunCommand}`,
+      `ping ${pingS} s); about ${Math.ceil(estimate / 60)} min. typetun = ${host.typetunCommand}`,
   );
 
   const startup = selected.startup ? await measureStartup(opts) : [];
@@ -769,7 +784,7 @@ async function main(argv: string[]): Promise<number> {
         const u = await attempt(r, `round ${round} UDP`, () => udp(r, opts));
         if (u !== undefined) r.udp.push(u);
       }
-      const p = await attempt(r, `round ${round} ping`, () => ping(r));
+      const p = await attempt(r, `round ${round} ping`, () => ping(r, opts.pingInterval));
       if (p !== undefined) r.ping.push(p);
       console.log(
         `round ${round}/${opts.rounds} ${r.pair.name}: TCP ${f0(r.tcp.at(-1))} Mbit/s, UDP ` +
@@ -809,6 +824,7 @@ async function main(argv: string[]): Promise<number> {
         rounds: opts.rounds,
         time: opts.time,
         udpRate: opts.udpRate,
+        pingInterval: opts.pingInterval,
         udpLength: UDP_LEN,
         env: opts.env,
       },
@@ -828,7 +844,7 @@ async function main(argv: string[]): Promise<number> {
       `${host.typetunCommit} run as \`${host.typetunCommand}\`.`,
       "",
       `${opts.rounds} interleaved rounds; TCP and UDP ${opts.time} s each (iperf3, UDP -b ${opts.udpRate} ` +
-      `-l ${UDP_LEN}), ping 20 × 0.05 s; medians over rounds (TCP: min–max in brackets). A sends, B ` +
+      `-l ${UDP_LEN}), ping 20 × ${opts.pingInterval} s; medians over rounds (TCP: min–max in brackets). A sends, B ` +
       `receives. RSS from /proc/PID/status, idle after the handshake and after the load.`,
       "",
       ...(startup.length ? [startupTable(startup), ""] : []),
