@@ -22,7 +22,9 @@ export const libc = openLibrary(LIBC, {
   getsockopt: { args: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   sendto: { args: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
   recvfrom: { args: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "i32" },
-  // The timeout (struct timespec *) is always NULL: passed as the integer 0, which avoids a wrapper.
+  // The timeout (struct timespec *) is always NULL, passed as NULL_ADDRESS (0n): declared `usize` rather
+  // than `pointer` so no wrapper converts it, and a bigint so Deno keeps the call on V8's fast path (the
+  // number 0 sent every call down the slow path: ~0.95 µs against ~0.7 µs per call measured here).
   recvmmsg: { args: ["i32", "buffer", "u32", "i32", "usize"], result: "i32" },
   sendmmsg: { args: ["i32", "buffer", "u32", "i32"], result: "i32" },
   poll: { args: ["buffer", "u64", "i32"], result: "i32" },
@@ -63,6 +65,19 @@ export const IPPROTO_IPV6 = 41;
 export const IPV6_V6ONLY = 26;
 
 export const MSG_DONTWAIT = 0x40;
+
+/**
+ * NULL for a `usize`/`u64` argument. A bigint: Deno's fast FFI path takes 64-bit arguments only as bigints (a
+ * number sends the whole call down the slow path), and a module constant allocates nothing per call.
+ */
+export const NULL_ADDRESS = 0n;
+
+/** UDP socket options and control messages (include/uapi/linux/udp.h; SOL_UDP is IPPROTO_UDP). */
+export const SOL_UDP = 17;
+/** Segment size for UDP GSO (Linux 4.18): a sockopt, or a cmsg with a u16 per sendmsg. */
+export const UDP_SEGMENT = 103;
+/** UDP GRO on receive (Linux 5.0): an int sockopt; coalesced reads then carry a cmsg with the int gso_size. */
+export const UDP_GRO = 104;
 
 export const POLLIN = 0x1;
 export const POLLOUT = 0x4;
@@ -116,6 +131,7 @@ export const errnoNames: Readonly<Record<number, string>> = {
 export const EPERM = 1;
 export const ENOENT = 2;
 export const EINTR = 4;
+export const EIO = 5;
 export const EAGAIN = 11;
 export const EACCES = 13;
 export const EBUSY = 16;
@@ -123,6 +139,8 @@ export const EEXIST = 17;
 export const ENODEV = 19;
 export const EINVAL = 22;
 export const EMSGSIZE = 90;
+export const ENOPROTOOPT = 92;
+export const EOPNOTSUPP = 95;
 export const EAFNOSUPPORT = 97;
 export const EADDRINUSE = 98;
 export const EADDRNOTAVAIL = 99;
@@ -136,6 +154,7 @@ const errnoText: Readonly<Record<number, string>> = {
   1: "operation not permitted",
   2: "no such file or directory",
   4: "interrupted system call",
+  5: "input/output error",
   11: "resource temporarily unavailable",
   13: "permission denied",
   16: "device or resource busy",
@@ -143,6 +162,8 @@ const errnoText: Readonly<Record<number, string>> = {
   19: "no such device",
   22: "invalid argument",
   90: "message too long",
+  92: "protocol not available",
+  95: "operation not supported",
   97: "address family not supported",
   98: "address already in use",
   99: "cannot assign requested address",
@@ -373,12 +394,14 @@ export function encodeIovec(view: DataView, offset: number, base: bigint, len: n
 }
 
 /**
- * Writes one `struct mmsghdr` at `offset` with a single iovec and an optional name buffer.
+ * Writes one `struct mmsghdr` at `offset` with a single iovec, an optional name buffer and an optional control
+ * buffer (msg_controllen is left 0: set it per call to send or receive control messages).
  * @param view the mmsghdr array
  * @param offset where this entry starts
  * @param name address of the sockaddr buffer, or 0n
  * @param nameLen its size
  * @param iov address of the iovec
+ * @param control address of the control buffer, or 0n
  */
 export function encodeMmsghdr(
   view: DataView,
@@ -386,12 +409,87 @@ export function encodeMmsghdr(
   name: bigint,
   nameLen: number,
   iov: bigint,
+  control = 0n,
 ): void {
   for (let i = 0; i < MMSGHDR_SIZE; i += 8) view.setBigUint64(offset + i, 0n, true);
   view.setBigUint64(offset + MSG_NAME, name, true);
   view.setUint32(offset + MSG_NAMELEN, nameLen, true);
   view.setBigUint64(offset + MSG_IOV, iov, true);
   view.setBigUint64(offset + MSG_IOVLEN, 1n, true);
+  view.setBigUint64(offset + MSG_CONTROL, control, true);
+}
+
+/**
+ * Sets a 64-bit size_t field (iov_len, msg_controllen) from a number below 2^32 with two 32-bit writes: a
+ * BigInt would allocate.
+ */
+export function setSize(view: DataView, offset: number, n: number): void {
+  view.setUint32(offset, n, true);
+  view.setUint32(offset + 4, 0, true);
+}
+
+/**
+ * An address split into its low and high 32-bit halves, once, so that pointers into a pinned buffer can be
+ * written per packet with {@link setPointer} and no BigInt.
+ */
+export function addressHalves(addr: bigint): { lo: number; hi: number } {
+  return { lo: Number(addr & 0xffffffffn), hi: Number(addr >> 32n) };
+}
+
+/**
+ * Writes the pointer `base + add` (base given as its halves, see {@link addressHalves}) at `offset`, little
+ * endian, as two 32-bit writes. `lo + add` stays far below 2^53, so the carry is exact. Allocates nothing.
+ */
+export function setPointer(view: DataView, offset: number, lo: number, hi: number, add: number): void {
+  const sum = lo + add;
+  const carry = Math.floor(sum / 0x100000000);
+  view.setUint32(offset, sum - carry * 0x100000000, true);
+  view.setUint32(offset + 4, hi + carry, true);
+}
+
+// --- Control messages (cmsg(3)) -------------------------------------------------------------------------
+
+/** sizeof(struct cmsghdr) on 64-bit Linux: cmsg_len (size_t), cmsg_level (int), cmsg_type (int). */
+export const CMSG_HDR_SIZE = 16;
+/** Offsets inside struct cmsghdr; the data follows at CMSG_HDR_SIZE (already aligned to 8). */
+export const CMSG_LEN_AT = 0;
+export const CMSG_LEVEL_AT = 8;
+export const CMSG_TYPE_AT = 12;
+
+/** CMSG_ALIGN: control messages are aligned to sizeof(size_t), 8 bytes. */
+export function cmsgAlign(n: number): number {
+  return (n + 7) & ~7;
+}
+
+/** CMSG_LEN(n): the cmsg_len of a message carrying `n` data bytes (no trailing padding). */
+export function cmsgLen(n: number): number {
+  return CMSG_HDR_SIZE + n;
+}
+
+/** CMSG_SPACE(n): the bytes a message carrying `n` data bytes takes in a control buffer, padding included. */
+export function cmsgSpace(n: number): number {
+  return CMSG_HDR_SIZE + cmsgAlign(n);
+}
+
+/**
+ * Looks for a control message of `level`/`type` in a received control buffer, walking as CMSG_NXTHDR does.
+ * @param view the control buffer
+ * @param offset where this message's control data starts
+ * @param len msg_controllen as the kernel left it (bytes used)
+ * @returns the offset of its data in `view`, or -1 when absent
+ */
+export function findCmsg(view: DataView, offset: number, len: number, level: number, type: number): number {
+  let at = 0;
+  while (at + CMSG_HDR_SIZE <= len) {
+    const used = view.getUint32(offset + at + CMSG_LEN_AT, true);
+    if (used < CMSG_HDR_SIZE || at + used > len) return -1;
+    if (
+      view.getInt32(offset + at + CMSG_LEVEL_AT, true) === level &&
+      view.getInt32(offset + at + CMSG_TYPE_AT, true) === type
+    ) return offset + at + CMSG_HDR_SIZE;
+    at += cmsgAlign(used);
+  }
+  return -1;
 }
 
 export { addressOf };

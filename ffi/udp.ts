@@ -5,28 +5,53 @@
  *
  * Port 0 means "any": the IPv4 socket is bound first and gets a random port, then the IPv6 socket is bound to
  * the same number; if that one is taken, both are closed and the pair is tried again (as wireguard-go does).
+ *
+ * Offloads, as newer wireguard-go uses them (both optional, asked for at bind):
+ * - UDP GSO (UDP_SEGMENT, Linux 4.18, udp(7)): one sendmsg carries up to 64 KB of equal-size datagrams to one
+ *   destination as one skb; the kernel (or the NIC) cuts it into datagrams on the way out, so the wire and the
+ *   peer see ordinary datagrams. {@link GsoSendBatch} groups datagrams into such messages.
+ * - UDP GRO (UDP_GRO, Linux 5.0): the kernel may hand over several datagrams of one flow as one buffer, with
+ *   a UDP_GRO cmsg giving the segment size. {@link GroRecvBatch} splits them again.
  * @module
  */
 
 import {
+  addressHalves,
   AF_INET,
   AF_INET6,
   check,
   closeFd,
+  CMSG_HDR_SIZE,
+  CMSG_LEN_AT,
+  CMSG_LEVEL_AT,
+  CMSG_TYPE_AT,
+  cmsgLen,
+  cmsgSpace,
   EAFNOSUPPORT,
   EAGAIN,
   ECONNREFUSED,
   EINTR,
+  EINVAL,
+  EIO,
+  EMSGSIZE,
   encodeMmsghdr,
+  ENOPROTOOPT,
+  EOPNOTSUPP,
+  findCmsg,
   IOVEC_SIZE,
   IPPROTO_IPV6,
   IPV6_V6ONLY,
   libc,
   MMSG_LEN,
   MMSGHDR_SIZE,
+  MSG_CONTROLLEN,
   MSG_DONTWAIT,
   MSG_FLAGS,
+  MSG_NAME,
   MSG_NAMELEN,
+  NULL_ADDRESS,
+  setPointer,
+  setSize,
   setSockOptInt,
   SO_MARK,
   SO_RCVBUF,
@@ -40,8 +65,11 @@ import {
   SOCKADDR_IN_SIZE,
   SOCKADDR_STORAGE_SIZE,
   SOL_SOCKET,
+  SOL_UDP,
   SysError,
   trySetSockOptInt,
+  UDP_GRO,
+  UDP_SEGMENT,
 } from "./libc.ts";
 import { addressOf, errno, pinned } from "./runtime.ts";
 
@@ -79,6 +107,18 @@ function putSockAddr(buf: Uint8Array, offset: number, family: 4 | 6, addr: Uint8
   return size;
 }
 
+/**
+ * Offloads to ask for at bind. Both are off unless asked for: with GRO on, a receive may return several
+ * datagrams in one buffer, which only {@link GroRecvBatch} splits (the older {@link RecvBatch} would take them
+ * for one datagram).
+ */
+export interface UdpOffloads {
+  /** Send with UDP_SEGMENT when the kernel supports it (probed at bind). */
+  readonly gso?: boolean;
+  /** Turn UDP_GRO on (silently left off when the kernel refuses). */
+  readonly gro?: boolean;
+}
+
 /** One non-blocking UDP socket of one family. */
 export class UdpSocket {
   #fd: number;
@@ -86,6 +126,8 @@ export class UdpSocket {
   readonly family: 4 | 6;
   readonly #name = new Uint8Array(SOCKADDR_STORAGE_SIZE);
   readonly #nameLen = new Uint32Array(1);
+  #gso = false;
+  #gro = false;
 
   constructor(fd: number, family: 4 | 6) {
     this.#fd = fd;
@@ -93,10 +135,10 @@ export class UdpSocket {
   }
 
   /**
-   * Opens and binds a socket to the wildcard address on `port` (0 = any).
+   * Opens and binds a socket to the wildcard address on `port` (0 = any), with the offloads asked for.
    * @throws SysError EAFNOSUPPORT when the family is unavailable, EADDRINUSE when the port is taken
    */
-  static bind(family: 4 | 6, port: number): UdpSocket {
+  static bind(family: 4 | 6, port: number, offloads: UdpOffloads = {}): UdpSocket {
     const af = family === 4 ? AF_INET : AF_INET6;
     const fd = check(
       libc.symbols.socket(af, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0),
@@ -110,6 +152,8 @@ export class UdpSocket {
       const len = putSockAddr(addr, 0, family, new Uint8Array(family === 4 ? 4 : 16), port);
       check(libc.symbols.bind(fd, addr, len), `bind(UDP IPv${family} port ${port})`, bindHints(port));
       sock.setBufferSizes(SOCKET_BUFFER_SIZE);
+      if (offloads.gso) sock.enableGso();
+      if (offloads.gro) sock.enableGro();
     } catch (e) {
       sock.close();
       throw e;
@@ -142,6 +186,50 @@ export class UdpSocket {
     if (trySetSockOptInt(this.#fd, SOL_SOCKET, SO_SNDBUFFORCE, size) !== 0) {
       trySetSockOptInt(this.#fd, SOL_SOCKET, SO_SNDBUF, size);
     }
+  }
+
+  /**
+   * Whether sends may carry a UDP_SEGMENT cmsg: asked for, known to the kernel, and not turned off since
+   * (see {@link UdpSocket.disableGso}).
+   */
+  get gso(): boolean {
+    return this.#gso;
+  }
+
+  /** Whether UDP_GRO is on: one receive may then return several datagrams of a flow, coalesced. */
+  get gro(): boolean {
+    return this.#gro;
+  }
+
+  /**
+   * Turns GSO on if the kernel has it. getsockopt(UDP_SEGMENT) answers (the socket's default segment size, 0)
+   * on kernels that know the option, and fails with ENOPROTOOPT before Linux 4.18: a probe that sends nothing.
+   * The default stays 0; the segment size goes with each message as a cmsg.
+   * @returns whether GSO is now on
+   */
+  enableGso(): boolean {
+    const value = new Int32Array(1);
+    const len = new Uint32Array([4]);
+    this.#gso = libc.symbols.getsockopt(this.#fd, SOL_UDP, UDP_SEGMENT, value, len) === 0;
+    return this.#gso;
+  }
+
+  /**
+   * Stops using GSO on this socket for good: after EIO, which udp_send_skb() (net/ipv4/udp.c) returns when the
+   * skb cannot be segmented with checksum offload (older kernels, or an xfrm route); wireguard-go does the same.
+   */
+  disableGso(): void {
+    this.#gso = false;
+  }
+
+  /**
+   * Turns UDP_GRO on (setsockopt SOL_UDP/UDP_GRO, Linux 5.0). A refusal leaves it off: datagrams then simply
+   * arrive one by one.
+   * @returns whether GRO is now on
+   */
+  enableGro(): boolean {
+    this.#gro = trySetSockOptInt(this.#fd, SOL_UDP, UDP_GRO, 1) === 0;
+    return this.#gro;
   }
 
   /** Sets SO_MARK (the fwmark routing rules can match); 0 clears it. */
@@ -193,18 +281,22 @@ export class UdpBind {
   readonly v6: UdpSocket | null;
   /** The bound port (the random one when 0 was asked for). */
   readonly port: number;
+  /** The offloads asked for (each socket's `gso`/`gro` says what it got). */
+  readonly offloads: UdpOffloads;
 
-  private constructor(v4: UdpSocket | null, v6: UdpSocket | null, port: number) {
+  private constructor(v4: UdpSocket | null, v6: UdpSocket | null, port: number, offloads: UdpOffloads) {
     this.v4 = v4;
     this.v6 = v6;
     this.port = port;
+    this.offloads = offloads;
   }
 
   /**
-   * Binds both families on `port` (0 = a random port free in both), and applies `fwmark` when non-zero.
+   * Binds both families on `port` (0 = a random port free in both), applies `fwmark` when non-zero, and turns
+   * on the offloads asked for where the kernel has them.
    * @throws SysError when the port is in use, or the fwmark cannot be set
    */
-  static open(port: number, fwmark = 0): UdpBind {
+  static open(port: number, fwmark = 0, offloads: UdpOffloads = {}): UdpBind {
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw new RangeError(`Invalid UDP port: ${port}`);
     }
@@ -212,13 +304,13 @@ export class UdpBind {
       let v4: UdpSocket | null = null;
       let v6: UdpSocket | null = null;
       try {
-        v4 = bindOptional(4, port);
+        v4 = bindOptional(4, port, offloads);
         const p = v4 !== null ? v4.port : port;
-        v6 = bindOptional(6, p);
+        v6 = bindOptional(6, p, offloads);
         if (v4 === null && v6 === null) {
           throw new SysError("socket(UDP)", EAFNOSUPPORT, "neither IPv4 nor IPv6 is available");
         }
-        const bind = new UdpBind(v4, v6, v4 !== null ? p : v6!.port);
+        const bind = new UdpBind(v4, v6, v4 !== null ? p : v6!.port, offloads);
         if (fwmark !== 0) bind.setMark(fwmark);
         return bind;
       } catch (e) {
@@ -243,14 +335,14 @@ export class UdpBind {
 
   /**
    * Moves to another port: binds the new pair first, and only then closes this one, so a failure leaves the
-   * current sockets working. Returns `this` when the port does not change.
+   * current sockets working. Returns `this` when the port does not change. The offloads stay as they were.
    */
   rebind(port: number, fwmark = 0): UdpBind {
     if (port === this.port && port !== 0) {
       this.setMark(fwmark);
       return this;
     }
-    const next = UdpBind.open(port, fwmark);
+    const next = UdpBind.open(port, fwmark, this.offloads);
     this.close();
     return next;
   }
@@ -262,9 +354,9 @@ export class UdpBind {
   }
 }
 
-function bindOptional(family: 4 | 6, port: number): UdpSocket | null {
+function bindOptional(family: 4 | 6, port: number, offloads: UdpOffloads): UdpSocket | null {
   try {
-    return UdpSocket.bind(family, port);
+    return UdpSocket.bind(family, port, offloads);
   } catch (e) {
     if (e instanceof SysError && e.errno === EAFNOSUPPORT) return null;
     throw e;
@@ -336,7 +428,10 @@ class MessageRing {
  * Receives up to `count` datagrams per call with recvmmsg. After {@link RecvBatch.recv} returns n, slots 0..n-1
  * hold the messages: `packets[i]` (the first `length(i)` bytes), and the source as `family(i)`, `port(i)` and
  * `address(i)` (a preallocated view of the 4 or 16 address bytes inside the ring). Nothing is allocated per
- * call; the views are overwritten by the next call.
+ * call; the views are overwritten by the next call. *
+ * Superseded by {@link GroRecvBatch} (one buffer addressed by offset, GRO split); kept until cmd/daemon.ts
+ * and the Bun smoke test move to it. Not for sockets with GRO on: it would take a coalesced buffer for one
+ * datagram.
  */
 export class RecvBatch extends MessageRing {
   readonly #addr4: readonly Uint8Array[];
@@ -365,7 +460,7 @@ export class RecvBatch extends MessageRing {
       this.headerView.setUint32(i * MMSGHDR_SIZE + MSG_NAMELEN, NAME_STRIDE, true);
     }
     this.#last = 0;
-    const n = libc.symbols.recvmmsg(socket.fd, this.headers, this.count, MSG_DONTWAIT, 0);
+    const n = libc.symbols.recvmmsg(socket.fd, this.headers, this.count, MSG_DONTWAIT, NULL_ADDRESS);
     if (n >= 0) return (this.#last = n);
     const e = errno();
     if (e === EAGAIN || e === EINTR || e === ECONNREFUSED) return 0;
@@ -408,7 +503,9 @@ export class RecvBatch extends MessageRing {
 
 /**
  * Sends up to `count` datagrams per call with sendmmsg. Fill slot i's `packets[i]` (in place, e.g. encrypt
- * into it) and call `set(i, len, family, addr, port)`, then `send(bind, n)`. Nothing is allocated per call.
+ * into it) and call `set(i, len, family, addr, port)`, then `send(bind, n)`. Nothing is allocated per call. *
+ * Superseded by {@link GsoSendBatch} (one buffer addressed by offset, GSO); kept until cmd/daemon.ts and the
+ * Bun smoke test move to it. It never uses GSO.
  */
 export class SendBatch extends MessageRing {
   readonly #families: Uint8Array;
@@ -464,4 +561,553 @@ export class SendBatch extends MessageRing {
     }
     return sent;
   }
+}
+
+// --- GSO and GRO batches ----------------------------------------------------------------------------------
+
+/**
+ * The largest payload of one GSO message: a UDP datagram over IPv4 holds at most 65535 − 20 (IP) − 8 (UDP)
+ * bytes, and ip_append_data() (net/ipv4/ip_output.c) measures a GSO message against that limit as a whole,
+ * refusing more with EMSGSIZE. IPv6 would allow 20 bytes more; one limit keeps both families alike.
+ */
+export const GSO_MAX_BYTES = 65507;
+/**
+ * Segments per GSO message. udp_send_skb() refuses more than UDP_MAX_SEGMENTS with EINVAL; that constant of
+ * include/linux/udp.h was 64 (1 << 6) from Linux 4.18 and is 128 in newer kernels (the 6.18 kernel this was
+ * written on accepts 128 segments and refuses 129). 64 holds on every kernel, and is wireguard-go's
+ * udpSegmentMaxDatagrams.
+ */
+export const GSO_MAX_SEGMENTS = 64;
+/**
+ * The most datagrams one received message is split into: an skb coalesced by GRO holds at most
+ * UDP_GRO_CNT_MAX (64, net/ipv4/udp_offload.c), and one a local GSO sender passes on unsegmented (loopback,
+ * veth) at most UDP_MAX_SEGMENTS (128 on current kernels). Pieces beyond this are dropped.
+ */
+export const GRO_MAX_SEGMENTS = 128;
+/** Control bytes per GSO message: one cmsghdr carrying the u16 segment size, CMSG_SPACE(2) = 24 on 64-bit. */
+const GSO_CONTROL = cmsgSpace(2);
+/**
+ * Control bytes per received message: the UDP_GRO cmsg needs CMSG_SPACE(sizeof(int)) = 24; the rest leaves
+ * room for another (IP_PKTINFO takes 32) before the kernel would cut them (MSG_CTRUNC).
+ */
+const GRO_CONTROL = 64;
+/** Datagrams per sendmmsg when a GSO message is sent one datagram at a time. */
+const SPLIT_BATCH = 64;
+
+/**
+ * Whether an errno from a GSO message means "not as one GSO message" rather than "not at all", so that its
+ * datagrams are worth sending one by one: EIO (the skb cannot be segmented here: no checksum offload on older
+ * kernels, an xfrm route), EINVAL (segment plus headers above the route's MTU, the segment limit, SO_NO_CHECK),
+ * EMSGSIZE (the MTU check of newer kernels, udp_send_skb() in net/ipv4/udp.c), ENOPROTOOPT and EOPNOTSUPP (a
+ * kernel or socket without UDP GSO).
+ */
+function refusesGso(e: number): boolean {
+  return e === EIO || e === EINVAL || e === EMSGSIZE || e === ENOPROTOOPT || e === EOPNOTSUPP;
+}
+
+/** Whether a GSO refusal will repeat for every message on the socket, so GSO is turned off for good. */
+function refusesGsoForGood(e: number): boolean {
+  return e === EIO || e === ENOPROTOOPT || e === EOPNOTSUPP;
+}
+
+/**
+ * Datagrams to send, laid out back to back in one pinned buffer and grouped into GSO messages: consecutive
+ * datagrams to the same destination with the same length (the last of a group may be shorter) go out as one
+ * sendmsg with a UDP_SEGMENT cmsg (udp(7)), and the kernel cuts them apart again. All messages go out with
+ * sendmmsg, in runs of one family. Nothing is copied and nothing is allocated per datagram or per call.
+ *
+ * Use, per datagram: `if (!batch.room(max)) batch.send(bind)`; write the datagram at `batch.cursor` in
+ * `batch.data` (e.g. encrypt in place there); `batch.push(len, family, addr, port)`. Then `batch.send(bind)`.
+ *
+ * On a socket without GSO (not asked for, not supported, or turned off after EIO) each message is sent as its
+ * datagrams, one mmsghdr each, so callers need not care whether GSO is on.
+ */
+export class GsoSendBatch {
+  /** The whole data buffer. Datagram i of a batch starts where `cursor` was when it was pushed. */
+  readonly data: Uint8Array;
+  /** Most messages per batch. */
+  readonly maxMessages: number;
+  /** Most segments per GSO message. */
+  readonly maxSegments: number;
+  #cursor = 0;
+  #messages = 0;
+  #datagrams = 0;
+  /** Set when a send met EAGAIN: the socket buffer is full, the rest of the run is dropped. */
+  #stalled = false;
+  // Per message: where it starts in `data`, its length, its segment size and count, family, and whether it
+  // can take no more segments (its last one was shorter).
+  readonly #start: Int32Array;
+  readonly #total: Int32Array;
+  readonly #segment: Int32Array;
+  readonly #segments: Int32Array;
+  readonly #family: Uint8Array;
+  readonly #closed: Uint8Array;
+  // Pinned C structures: per message a sockaddr, an iovec, an mmsghdr and a UDP_SEGMENT cmsg; and a ring of
+  // single-datagram mmsghdrs and iovecs for sending a message one datagram at a time.
+  readonly #names: Uint8Array;
+  readonly #iovecs: Uint8Array;
+  readonly #headers: Uint8Array;
+  readonly #control: Uint8Array;
+  readonly #splitIovecs: Uint8Array;
+  readonly #splitHeaders: Uint8Array;
+  readonly #iovecView: DataView;
+  readonly #headerView: DataView;
+  readonly #controlView: DataView;
+  readonly #splitIovecView: DataView;
+  readonly #splitHeaderView: DataView;
+  /** `headers` from message i on, and `splitHeaders` from entry i on: views made once, not per send. */
+  readonly #headersFrom: readonly Uint8Array[];
+  readonly #splitFrom: readonly Uint8Array[];
+  // Addresses of `data` and `names` as 32-bit halves, to write pointers without BigInt (setPointer).
+  readonly #dataLo: number;
+  readonly #dataHi: number;
+  readonly #namesLo: number;
+  readonly #namesHi: number;
+
+  /**
+   * @param messages most GSO messages per batch (each holds up to `maxSegments` datagrams)
+   * @param bytes size of the data buffer (default 64 KB per message)
+   * @param maxSegments most datagrams per GSO message, at most {@link GSO_MAX_SEGMENTS} by default
+   */
+  constructor(messages = 64, bytes = messages * 65536, maxSegments = GSO_MAX_SEGMENTS) {
+    if (!Number.isInteger(messages) || messages < 1 || messages > 1024) {
+      throw new RangeError(`Invalid batch size: ${messages}`);
+    }
+    if (!Number.isInteger(bytes) || bytes < 1 || bytes > 2 ** 30) {
+      throw new RangeError(`Invalid buffer size: ${bytes}`);
+    }
+    if (!Number.isInteger(maxSegments) || maxSegments < 1 || maxSegments > 128) {
+      throw new RangeError(`Invalid segment limit: ${maxSegments}`);
+    }
+    this.maxMessages = messages;
+    this.maxSegments = maxSegments;
+    this.data = pinned(bytes);
+    this.#start = new Int32Array(messages);
+    this.#total = new Int32Array(messages);
+    this.#segment = new Int32Array(messages);
+    this.#segments = new Int32Array(messages);
+    this.#family = new Uint8Array(messages);
+    this.#closed = new Uint8Array(messages);
+    this.#names = pinned(messages * NAME_STRIDE);
+    this.#iovecs = pinned(messages * IOVEC_SIZE);
+    this.#headers = pinned(messages * MMSGHDR_SIZE);
+    this.#control = pinned(messages * GSO_CONTROL);
+    this.#splitIovecs = pinned(SPLIT_BATCH * IOVEC_SIZE);
+    this.#splitHeaders = pinned(SPLIT_BATCH * MMSGHDR_SIZE);
+    this.#iovecView = viewOf(this.#iovecs);
+    this.#headerView = viewOf(this.#headers);
+    this.#controlView = viewOf(this.#control);
+    this.#splitIovecView = viewOf(this.#splitIovecs);
+    this.#splitHeaderView = viewOf(this.#splitHeaders);
+    ({ lo: this.#dataLo, hi: this.#dataHi } = addressHalves(addressOf(this.data)));
+    const namesAt = addressOf(this.#names);
+    ({ lo: this.#namesLo, hi: this.#namesHi } = addressHalves(namesAt));
+    const iovAt = addressOf(this.#iovecs);
+    const controlAt = addressOf(this.#control);
+    const headersFrom: Uint8Array[] = [];
+    for (let m = 0; m < messages; m++) {
+      headersFrom.push(this.#headers.subarray(m * MMSGHDR_SIZE));
+      encodeMmsghdr(
+        this.#headerView,
+        m * MMSGHDR_SIZE,
+        namesAt + BigInt(m * NAME_STRIDE),
+        0,
+        iovAt + BigInt(m * IOVEC_SIZE),
+        controlAt + BigInt(m * GSO_CONTROL),
+      );
+      // The cmsg header never changes; its u16 and msg_controllen are set per send. The kernel's
+      // udp_cmsg_send() wants cmsg_len to be exactly CMSG_LEN(sizeof(__u16)) = 18.
+      setSize(this.#controlView, m * GSO_CONTROL + CMSG_LEN_AT, cmsgLen(2));
+      this.#controlView.setInt32(m * GSO_CONTROL + CMSG_LEVEL_AT, SOL_UDP, true);
+      this.#controlView.setInt32(m * GSO_CONTROL + CMSG_TYPE_AT, UDP_SEGMENT, true);
+    }
+    this.#headersFrom = headersFrom;
+    const splitIovAt = addressOf(this.#splitIovecs);
+    const splitFrom: Uint8Array[] = [];
+    for (let j = 0; j < SPLIT_BATCH; j++) {
+      splitFrom.push(this.#splitHeaders.subarray(j * MMSGHDR_SIZE));
+      encodeMmsghdr(this.#splitHeaderView, j * MMSGHDR_SIZE, 0n, 0, splitIovAt + BigInt(j * IOVEC_SIZE));
+    }
+    this.#splitFrom = splitFrom;
+  }
+
+  /** Where the next datagram must be written in `data`. */
+  get cursor(): number {
+    return this.#cursor;
+  }
+
+  /** Messages queued (a message is one or more datagrams sent by one sendmsg). */
+  get messages(): number {
+    return this.#messages;
+  }
+
+  /** Datagrams queued. */
+  get datagrams(): number {
+    return this.#datagrams;
+  }
+
+  /**
+   * Whether a datagram of up to `maxLen` bytes can be pushed: it fits in `data` at the cursor, and a message
+   * slot is free should it not join the current message. If not, {@link GsoSendBatch.send} first.
+   */
+  room(maxLen: number): boolean {
+    return this.#messages < this.maxMessages && this.#cursor + maxLen <= this.data.length;
+  }
+
+  /**
+   * Queues the datagram written at `[cursor, cursor + len)` for `addr`:`port` and moves the cursor past it. It
+   * joins the current message as one more GSO segment when it goes to the same destination, is no longer
+   * than the message's segment size, and the message stays within {@link GSO_MAX_BYTES} and `maxSegments`;
+   * a shorter datagram closes the message, since the kernel lets only the last segment be shorter. Otherwise
+   * it starts a new message.
+   * @throws RangeError when there is no room (see {@link GsoSendBatch.room})
+   */
+  push(len: number, family: 4 | 6, addr: Uint8Array, port: number): void {
+    const cursor = this.#cursor;
+    if (cursor + len > this.data.length) throw new RangeError("GsoSendBatch: no room for the datagram");
+    const m = this.#messages - 1;
+    if (
+      m >= 0 && this.#closed[m] === 0 && len > 0 && len <= this.#segment[m]! &&
+      this.#segments[m]! < this.maxSegments && this.#total[m]! + len <= GSO_MAX_BYTES &&
+      this.#sameDestination(m, family, addr, port)
+    ) {
+      this.#total[m] = this.#total[m]! + len;
+      this.#segments[m] = this.#segments[m]! + 1;
+      if (len < this.#segment[m]!) this.#closed[m] = 1;
+    } else {
+      const n = this.#messages;
+      if (n >= this.maxMessages) throw new RangeError("GsoSendBatch: no free message slot");
+      const nameLen = putSockAddr(this.#names, n * NAME_STRIDE, family, addr, port);
+      this.#headerView.setUint32(n * MMSGHDR_SIZE + MSG_NAMELEN, nameLen, true);
+      this.#start[n] = cursor;
+      this.#total[n] = len;
+      this.#segment[n] = len;
+      this.#segments[n] = 1;
+      this.#family[n] = family;
+      this.#closed[n] = len === 0 ? 1 : 0;
+      this.#messages = n + 1;
+    }
+    this.#cursor = cursor + len;
+    this.#datagrams++;
+  }
+
+  /** Forgets what was queued. */
+  clear(): void {
+    this.#cursor = 0;
+    this.#messages = 0;
+    this.#datagrams = 0;
+  }
+
+  /**
+   * Sends everything queued, each message on the socket of its family (in runs of one family, in order), and
+   * empties the batch. A GSO message the kernel refuses as such is sent again one datagram at a time (and
+   * after EIO, GSO is turned off on that socket); a message refused outright (unreachable…) is skipped; EAGAIN
+   * (socket buffer full) drops the rest of the run, as a full queue on a network would. Never throws.
+   * @returns how many datagrams were sent
+   */
+  send(bind: UdpBind): number {
+    let sent = 0;
+    const n = this.#messages;
+    for (let start = 0; start < n;) {
+      const family = this.#family[start]! as 4 | 6;
+      let end = start + 1;
+      while (end < n && this.#family[end] === family) end++;
+      const socket = bind.socket(family);
+      if (socket !== null) sent += this.#sendRun(socket, start, end);
+      start = end;
+    }
+    this.clear();
+    return sent;
+  }
+
+  /**
+   * sendmmsg(fd, headers, count, MSG_DONTWAIT): every send of the batch goes through here, so that a test can
+   * stand in for the kernel's refusals (EIO for GSO cannot be provoked on every machine).
+   * @returns messages sent, or the negated errno
+   */
+  protected sendmmsg(fd: number, headers: Uint8Array, count: number): number {
+    const r = libc.symbols.sendmmsg(fd, headers, count, MSG_DONTWAIT);
+    return r >= 0 ? r : -errno();
+  }
+
+  /** Whether message m goes to family/addr/port (compared with the sockaddr it was given). */
+  #sameDestination(m: number, family: 4 | 6, addr: Uint8Array, port: number): boolean {
+    if (this.#family[m] !== family) return false;
+    const names = this.#names;
+    const at = m * NAME_STRIDE;
+    if (names[at + 2] !== port >> 8 || names[at + 3] !== (port & 0xff)) return false;
+    const a = at + (family === 4 ? 4 : 8);
+    for (let i = 0; i < addr.length; i++) if (names[a + i] !== addr[i]) return false;
+    return true;
+  }
+
+  /** Sends messages start..end-1 (one family) on `socket`; returns the datagrams sent. */
+  #sendRun(socket: UdpSocket, start: number, end: number): number {
+    this.#stalled = false;
+    if (!socket.gso) return this.#sendSplit(socket, start, end);
+    const iov = this.#iovecView;
+    const hdr = this.#headerView;
+    for (let m = start; m < end; m++) {
+      setPointer(iov, m * IOVEC_SIZE, this.#dataLo, this.#dataHi, this.#start[m]!);
+      setSize(iov, m * IOVEC_SIZE + 8, this.#total[m]!);
+      if (this.#segments[m]! > 1) {
+        this.#controlView.setUint16(m * GSO_CONTROL + CMSG_HDR_SIZE, this.#segment[m]!, true);
+        setSize(hdr, m * MMSGHDR_SIZE + MSG_CONTROLLEN, GSO_CONTROL);
+      } else {
+        setSize(hdr, m * MMSGHDR_SIZE + MSG_CONTROLLEN, 0); // one datagram: no GSO needed
+      }
+    }
+    let sent = 0;
+    let at = start;
+    // Each round sends at least one message or deals with one refused message, so it ends within end-start.
+    while (at < end) {
+      const r = this.sendmmsg(socket.fd, this.#headersFrom[at]!, end - at);
+      if (r > 0) {
+        for (let m = at; m < at + r; m++) sent += this.#segments[m]!;
+        at += r;
+        continue;
+      }
+      const e = -r;
+      if (e === EAGAIN) break;
+      if (this.#segments[at]! > 1 && refusesGso(e)) {
+        if (refusesGsoForGood(e)) {
+          socket.disableGso();
+          return sent + this.#sendSplit(socket, at, end);
+        }
+        sent += this.#sendSplit(socket, at, at + 1);
+        if (this.#stalled) break;
+      }
+      at++; // Sent one datagram at a time, or refused (e.g. ENETUNREACH): go on with the next message.
+    }
+    return sent;
+  }
+
+  /** Sends messages start..end-1 one datagram per mmsghdr; returns the datagrams sent. Sets #stalled on EAGAIN. */
+  #sendSplit(socket: UdpSocket, start: number, end: number): number {
+    const iov = this.#splitIovecView;
+    const hdr = this.#splitHeaderView;
+    let sent = 0;
+    let m = start;
+    let segment = 0; // index of the next datagram inside message m
+    while (m < end) {
+      // Lay out up to SPLIT_BATCH datagrams, then send them.
+      let count = 0;
+      while (count < SPLIT_BATCH && m < end) {
+        const size = this.#segment[m]!;
+        const offset = this.#start[m]! + segment * size;
+        const len = Math.min(size, this.#start[m]! + this.#total[m]! - offset);
+        setPointer(iov, count * IOVEC_SIZE, this.#dataLo, this.#dataHi, offset);
+        setSize(iov, count * IOVEC_SIZE + 8, len);
+        const h = count * MMSGHDR_SIZE;
+        setPointer(hdr, h + MSG_NAME, this.#namesLo, this.#namesHi, m * NAME_STRIDE);
+        hdr.setUint32(
+          h + MSG_NAMELEN,
+          this.#headerView.getUint32(m * MMSGHDR_SIZE + MSG_NAMELEN, true),
+          true,
+        );
+        count++;
+        if (++segment >= this.#segments[m]!) {
+          m++;
+          segment = 0;
+        }
+      }
+      let at = 0;
+      while (at < count) {
+        const r = this.sendmmsg(socket.fd, this.#splitFrom[at]!, count - at);
+        if (r > 0) {
+          sent += r;
+          at += r;
+          continue;
+        }
+        if (r === -EAGAIN) {
+          this.#stalled = true;
+          return sent;
+        }
+        at++; // This datagram was refused: skip it.
+      }
+    }
+    return sent;
+  }
+}
+
+/**
+ * Receives with recvmmsg into one pinned buffer, one slot of `slot` bytes per message, and splits messages
+ * that UDP GRO coalesced (those with a UDP_GRO cmsg giving the segment size) back into their datagrams. After
+ * {@link GroRecvBatch.recv} returns n, datagram i (0 ≤ i < n) is `data[offset(i), offset(i) + length(i))`
+ * from `family(i)`, `address(i)`, `port(i)`. Datagrams never overlap, so each may be decrypted in place.
+ * Nothing is allocated per call; the views are overwritten by the next call. Works on sockets with or without
+ * GRO (without, every message is one datagram).
+ */
+export class GroRecvBatch {
+  /** The whole data buffer: message m's slot is `[m * slot, (m + 1) * slot)`. */
+  readonly data: Uint8Array;
+  /** Most messages per receive. */
+  readonly maxMessages: number;
+  /** Bytes per message slot: 65536 holds any UDP payload, coalesced or not. */
+  readonly slot: number;
+  readonly #names: Uint8Array;
+  readonly #iovecs: Uint8Array;
+  readonly #headers: Uint8Array;
+  readonly #control: Uint8Array;
+  readonly #headerView: DataView;
+  readonly #controlView: DataView;
+  // Per datagram: offset, length, the message it came in, whether it was cut.
+  readonly #offset: Int32Array;
+  readonly #length: Int32Array;
+  readonly #message: Uint16Array;
+  readonly #truncated: Uint8Array;
+  // Per message: views of the source address bytes.
+  readonly #addr4: readonly Uint8Array[];
+  readonly #addr6: readonly Uint8Array[];
+  /** Messages the last recvmmsg filled (their msg_namelen and msg_controllen need restoring). */
+  #used = 0;
+
+  /**
+   * @param messages most messages per recvmmsg
+   * @param slot bytes per message (at least the largest datagram; 65536 for coalesced ones)
+   */
+  constructor(messages = 64, slot = 65536) {
+    if (!Number.isInteger(messages) || messages < 1 || messages > 1024) {
+      throw new RangeError(`Invalid batch size: ${messages}`);
+    }
+    if (!Number.isInteger(slot) || slot < 1 || slot > 1 << 20) throw new RangeError(`Invalid slot: ${slot}`);
+    this.maxMessages = messages;
+    this.slot = slot;
+    this.data = pinned(messages * slot);
+    this.#names = pinned(messages * NAME_STRIDE);
+    this.#iovecs = pinned(messages * IOVEC_SIZE);
+    this.#headers = pinned(messages * MMSGHDR_SIZE);
+    this.#control = pinned(messages * GRO_CONTROL);
+    this.#headerView = viewOf(this.#headers);
+    this.#controlView = viewOf(this.#control);
+    const iovecView = viewOf(this.#iovecs);
+    const dataAt = addressOf(this.data);
+    const namesAt = addressOf(this.#names);
+    const iovAt = addressOf(this.#iovecs);
+    const controlAt = addressOf(this.#control);
+    const a4: Uint8Array[] = [];
+    const a6: Uint8Array[] = [];
+    for (let m = 0; m < messages; m++) {
+      iovecView.setBigUint64(m * IOVEC_SIZE, dataAt + BigInt(m * slot), true);
+      setSize(iovecView, m * IOVEC_SIZE + 8, slot);
+      encodeMmsghdr(
+        this.#headerView,
+        m * MMSGHDR_SIZE,
+        namesAt + BigInt(m * NAME_STRIDE),
+        NAME_STRIDE,
+        iovAt + BigInt(m * IOVEC_SIZE),
+        controlAt + BigInt(m * GRO_CONTROL),
+      );
+      setSize(this.#headerView, m * MMSGHDR_SIZE + MSG_CONTROLLEN, GRO_CONTROL);
+      a4.push(this.#names.subarray(m * NAME_STRIDE + 4, m * NAME_STRIDE + 8));
+      a6.push(this.#names.subarray(m * NAME_STRIDE + 8, m * NAME_STRIDE + 24));
+    }
+    this.#addr4 = a4;
+    this.#addr6 = a6;
+    const capacity = messages * GRO_MAX_SEGMENTS;
+    this.#offset = new Int32Array(capacity);
+    this.#length = new Int32Array(capacity);
+    this.#message = new Uint16Array(capacity);
+    this.#truncated = new Uint8Array(capacity);
+  }
+
+  /**
+   * Receives what is waiting on `socket`, without blocking, and splits coalesced messages.
+   * @returns the number of datagrams (0 when none)
+   * @throws SysError on errors other than "nothing waiting" (EAGAIN, EINTR, ECONNREFUSED)
+   */
+  recv(socket: UdpSocket): number {
+    // recvmsg(2): the kernel overwrites msg_namelen and msg_controllen with the sizes it used; restore them for
+    // the messages it filled last time.
+    const hdr = this.#headerView;
+    for (let m = 0; m < this.#used; m++) {
+      hdr.setUint32(m * MMSGHDR_SIZE + MSG_NAMELEN, NAME_STRIDE, true);
+      setSize(hdr, m * MMSGHDR_SIZE + MSG_CONTROLLEN, GRO_CONTROL);
+    }
+    this.#used = 0;
+    const n = libc.symbols.recvmmsg(socket.fd, this.#headers, this.maxMessages, MSG_DONTWAIT, NULL_ADDRESS);
+    if (n < 0) {
+      const e = errno();
+      if (e === EAGAIN || e === EINTR || e === ECONNREFUSED) return 0;
+      throw new SysError(`recvmmsg(UDP IPv${socket.family})`, e);
+    }
+    this.#used = n;
+    const capacity = this.#offset.length;
+    let d = 0;
+    for (let m = 0; m < n && d < capacity; m++) {
+      const h = m * MMSGHDR_SIZE;
+      const len = hdr.getUint32(h + MMSG_LEN, true);
+      const cut = (hdr.getInt32(h + MSG_FLAGS, true) & MSG_TRUNC) !== 0 ? 1 : 0;
+      const base = m * this.slot;
+      // udp_cmsg_recv() (include/net/udp.h) adds SOL_UDP/UDP_GRO with the int gso_size to coalesced skbs.
+      const at = findCmsg(
+        this.#controlView,
+        m * GRO_CONTROL,
+        hdr.getUint32(h + MSG_CONTROLLEN, true),
+        SOL_UDP,
+        UDP_GRO,
+      );
+      const size = at < 0 ? 0 : this.#controlView.getInt32(at, true);
+      if (size <= 0 || len <= size) {
+        this.#put(d++, base, len, m, cut);
+        continue;
+      }
+      // Segments of `size` bytes, the last one possibly shorter; only the last can have been cut.
+      for (let off = 0; off < len && d < capacity; off += size) {
+        const piece = Math.min(size, len - off);
+        this.#put(d++, base + off, piece, m, off + piece === len ? cut : 0);
+      }
+    }
+    return d;
+  }
+
+  #put(d: number, offset: number, len: number, message: number, cut: number): void {
+    this.#offset[d] = offset;
+    this.#length[d] = len;
+    this.#message[d] = message;
+    this.#truncated[d] = cut;
+  }
+
+  /** Messages the last {@link GroRecvBatch.recv} received (datagrams before splitting). */
+  get messages(): number {
+    return this.#used;
+  }
+
+  /** Where datagram `i` starts in `data`. */
+  offset(i: number): number {
+    return this.#offset[i]!;
+  }
+
+  /** Length of datagram `i`. */
+  length(i: number): number {
+    return this.#length[i]!;
+  }
+
+  /** Whether datagram `i` was longer than its slot and was cut (MSG_TRUNC). */
+  truncated(i: number): boolean {
+    return this.#truncated[i] === 1;
+  }
+
+  /** Source family of datagram `i`: 4 or 6 (0 if neither). */
+  family(i: number): 0 | 4 | 6 {
+    const at = this.#message[i]! * NAME_STRIDE;
+    const af = this.#names[at]! | (this.#names[at + 1]! << 8);
+    return af === AF_INET ? 4 : af === AF_INET6 ? 6 : 0;
+  }
+
+  /** Source port of datagram `i`. */
+  port(i: number): number {
+    const at = this.#message[i]! * NAME_STRIDE;
+    return (this.#names[at + 2]! << 8) | this.#names[at + 3]!;
+  }
+
+  /** Source address bytes of datagram `i` (4 or 16), a view the next receive overwrites. */
+  address(i: number): Uint8Array {
+    const m = this.#message[i]!;
+    return this.family(i) === 6 ? this.#addr6[m]! : this.#addr4[m]!;
+  }
+}
+
+function viewOf(buf: Uint8Array): DataView {
+  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 }

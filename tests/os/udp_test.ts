@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { getSockOptInt, SO_MARK, SOL_SOCKET, SysError } from "../../ffi/libc.ts";
+import { getSockOptInt, SO_MARK, SOL_SOCKET, SOL_UDP, SysError, UDP_GRO } from "../../ffi/libc.ts";
 import { RecvBatch, SendBatch, UdpBind, UdpSocket } from "../../ffi/udp.ts";
 import { POLLIN, PollSet } from "../../ffi/poll.ts";
 import { isRoot } from "./_helpers.ts";
@@ -65,6 +65,41 @@ Deno.test({ name: "SO_MARK is set and cleared on both sockets", ignore }, () => 
     bind.close();
   }
 });
+
+Deno.test(
+  { name: "offloads are off unless asked for; asked for, both sockets get them, rebind too", ignore },
+  () => {
+    const plain = UdpBind.open(0);
+    const offload = UdpBind.open(0, 0, { gso: true, gro: true });
+    try {
+      assert.deepEqual([plain.v4!.gso, plain.v4!.gro, plain.v6!.gso, plain.v6!.gro], [
+        false,
+        false,
+        false,
+        false,
+      ]);
+      // Both exist on this kernel (UDP_SEGMENT since Linux 4.18, UDP_GRO since 5.0).
+      assert.deepEqual([offload.v4!.gso, offload.v4!.gro, offload.v6!.gso, offload.v6!.gro], [
+        true,
+        true,
+        true,
+        true,
+      ]);
+      assert.equal(getSockOptInt(offload.v4!.fd, SOL_UDP, UDP_GRO, "UDP_GRO"), 1);
+      const moved = offload.rebind(0);
+      try {
+        assert.deepEqual([moved.v4!.gso, moved.v6!.gro], [true, true]);
+        moved.v4!.disableGso();
+        assert.equal(moved.v4!.gso, false);
+      } finally {
+        moved.close();
+      }
+    } finally {
+      plain.close();
+      offload.close();
+    }
+  },
+);
 
 Deno.test({ name: "rebind moves to a new port and keeps the old one until it succeeds", ignore }, () => {
   const a = UdpBind.open(0);
