@@ -8,8 +8,9 @@
  *   down the slow path, about 0.25 µs more per call. Lengths are therefore passed as bigints from a table
  *   filled on first use, and NULL pointers as `0n`. Bun converts either at the same speed.
  * - pointers into the middle of a buffer are passed as views (`buffer` arguments). A fresh subarray per call
- *   is an allocation; one view per buffer is kept instead (a caller with fixed packet slots, like the daemon,
- *   always comes back with the same buffer and offset).
+ *   is an allocation; views are kept per buffer and offset instead. The daemon lays datagrams out back to back
+ *   in one large buffer (so the kernel can send or receive them as one GSO/GRO run), and a steady stream comes
+ *   back to the same few hundred offsets batch after batch.
  * - the tag goes through a preallocated 16-byte scratch buffer, copied in JavaScript, so the caller's tag may
  *   sit anywhere (for WireGuard, right after the ciphertext).
  * @module
@@ -80,15 +81,20 @@ function u64(n: number): bigint {
   return bigLengths[n] ?? (bigLengths[n] = BigInt(n));
 }
 
-/** Per buffer, a view starting at the offset last asked for (a WeakMap: it never keeps a buffer alive). */
-const views = new WeakMap<Uint8Array, Uint8Array>();
+/** Views kept per buffer before that buffer's cache starts over (a bound on memory, not a tuning knob). */
+const MAX_VIEWS_PER_BUFFER = 4096;
+/** Per buffer, views by offset (a WeakMap: it never keeps a buffer alive). */
+const views = new WeakMap<Uint8Array, Map<number, Uint8Array>>();
 
-/** `buf.subarray(off)`, reused while the same buffer comes back with the same offset. Only its start matters. */
+/** `buf.subarray(off)`, made once per buffer and offset. Only its start matters to C. */
 function viewAt(buf: Uint8Array, off: number): Uint8Array {
-  let v = views.get(buf);
-  if (v === undefined || v.byteOffset !== buf.byteOffset + off) {
+  let byOffset = views.get(buf);
+  if (byOffset === undefined) views.set(buf, byOffset = new Map());
+  let v = byOffset.get(off);
+  if (v === undefined) {
+    if (byOffset.size >= MAX_VIEWS_PER_BUFFER) byOffset.clear();
     v = buf.subarray(off);
-    views.set(buf, v);
+    byOffset.set(off, v);
   }
   return v;
 }
