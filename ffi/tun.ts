@@ -2,7 +2,10 @@
  * TUN devices and the interface settings made through `ioctl` on a socket (netdevice(7)).
  *
  * `openTun` opens `/dev/net/tun` non-blocking and attaches it to an interface with `TUNSETIFF`
- * (`IFF_TUN | IFF_NO_PI`: each read or write is one bare IP packet, up to 65,535 bytes).
+ * (`IFF_TUN | IFF_NO_PI`: each read or write is one bare IP packet, up to 65,535 bytes). With `vnetHdr` it adds
+ * `IFF_VNET_HDR`: every packet is then preceded by a 10-byte `struct virtio_net_hdr`, and `TUNSETOFFLOAD`
+ * lets the kernel hand over TCP super-packets (TSO) and take coalesced ones (GRO); lib/offload.ts splits
+ * and builds them.
  * Addresses are added through rtnetlink (ffi/netlink.ts), which handles IPv4 and IPv6 alike and allows several
  * per interface; `setIPv4Address` is the classic ioctl way for the single primary IPv4 address.
  * @module
@@ -28,7 +31,7 @@ import {
   SOCK_DGRAM,
   SysError,
 } from "./libc.ts";
-import { errno } from "./runtime.ts";
+import { addressOf, errno, LIBC, openLibrary, pinned } from "./runtime.ts";
 import { addAddress as netlinkAddAddress } from "./netlink.ts";
 
 /** The largest packet a TUN device carries. */
@@ -38,8 +41,19 @@ export const MAX_PACKET = 65535;
 export const IFF_TUN = 0x0001;
 export const IFF_NO_PI = 0x1000;
 export const IFF_MULTI_QUEUE = 0x0100;
+/** Each packet is preceded by a `struct virtio_net_hdr` (linux/if_tun.h). */
+export const IFF_VNET_HDR = 0x4000;
 /** `_IOW('T', 202, int)`. */
 export const TUNSETIFF = 0x400454ca;
+/** `_IOW('T', 208, unsigned int)`: which offloads the reader can take (linux/if_tun.h). */
+export const TUNSETOFFLOAD = 0x400454d0;
+/** TUNSETOFFLOAD bits: partial checksums, TSO for IPv4 and IPv6, TSO with ECN. */
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
+export const TUN_F_TSO_ECN = 0x08;
+/** sizeof(struct virtio_net_hdr), the TUN default (TUNSETVNETHDRSZ is left alone). */
+export const VNET_HDR_SIZE = 10;
 
 /** Interface ioctls (linux/sockios.h). */
 export const SIOCGIFFLAGS = 0x8913;
@@ -55,6 +69,57 @@ export const IFF_RUNNING = 0x40;
 
 const NEEDS_NET_ADMIN = "needs CAP_NET_ADMIN (run as root)";
 const EBADFD = 77;
+const EINVAL = 22;
+
+// readv/writev(2) put one packet anywhere in a buffer without a new view per call, and take only 32-bit
+// arguments (read/write's size_t would want a bigint on Deno's fast call path). TUNSETOFFLOAD takes its
+// argument by value (tun.c, __tun_chr_ioctl passes `arg` to set_offload), which libc.ts's ioctl, declared
+// with a pointer argument, cannot pass. Bound here so this module needs nothing new from libc.ts.
+const vio = openLibrary(LIBC, {
+  readv: { args: ["i32", "buffer", "i32"], result: "i32" },
+  writev: { args: ["i32", "buffer", "i32"], result: "i32" },
+  ioctlValue: { name: "ioctl", args: ["i32", "u64", "u64"], result: "i32" },
+});
+
+/** One `struct iovec` {iov_base, iov_len}, shared by every readAt/writeAt of this thread. */
+const iovec = pinned(16);
+const iovecView = new DataView(iovec.buffer, iovec.byteOffset, 16);
+
+// Base addresses of the ArrayBuffers seen by readAt/writeAt, as 32-bit halves so that a call computes
+// base + offset with number arithmetic and makes no BigInt. A handful of entries covers a data plane (one
+// ring block per direction, the coalescer's buffer); a miss costs one addressOf. The buffers must not move:
+// use pinned() or a `new ArrayBuffer`-backed array of at least 64 bytes (see ffi/runtime.ts).
+const ADDR_CACHE = 8;
+const addrKeys: (ArrayBufferLike | null)[] = new Array(ADDR_CACHE).fill(null);
+const addrLo = new Float64Array(ADDR_CACHE);
+const addrHi = new Float64Array(ADDR_CACHE);
+let addrNext = 0;
+
+/**
+ * Points the iovec at `buf[off..off+len)`: iov_base as two 32-bit writes with the carry done by hand.
+ * @returns false when the range is not inside `buf`
+ */
+function setIovec(buf: Uint8Array, off: number, len: number): boolean {
+  if (off < 0 || len < 0 || off + len > buf.length) return false;
+  const ab = buf.buffer;
+  let k = 0;
+  while (k < ADDR_CACHE && addrKeys[k] !== ab) k++;
+  if (k === ADDR_CACHE) {
+    k = addrNext;
+    addrNext = (addrNext + 1) % ADDR_CACHE;
+    const base = addressOf(buf) - BigInt(buf.byteOffset);
+    addrKeys[k] = ab;
+    addrLo[k] = Number(base & 0xffffffffn);
+    addrHi[k] = Number(base >> 32n);
+  }
+  const lo = addrLo[k]! + buf.byteOffset + off;
+  const carry = lo >= 0x100000000 ? 1 : 0;
+  iovecView.setUint32(0, lo - carry * 0x100000000, true);
+  iovecView.setUint32(4, addrHi[k]! + carry, true);
+  iovecView.setUint32(8, len, true);
+  iovecView.setUint32(12, 0, true);
+  return true;
+}
 
 const openHints: Readonly<Record<number, string>> = {
   2: "no TUN support (load the tun module / pass --device /dev/net/tun to the container)",
@@ -82,17 +147,35 @@ const ifHints: Readonly<Record<number, string>> = {
 export interface TunOptions {
   /** Attach as one queue of a multi-queue device (`IFF_MULTI_QUEUE`). */
   multiQueue?: boolean;
+  /**
+   * Precede every packet with a `struct virtio_net_hdr` (`IFF_VNET_HDR`) and ask for checksum and TSO
+   * offloads (`TUNSETOFFLOAD`); see {@link Tun.vnetHdr} and {@link Tun.offload}.
+   */
+  vnetHdr?: boolean;
 }
 
-/** An open TUN queue: one fd, non-blocking, reading and writing bare IP packets. */
+/**
+ * An open TUN queue: one fd, non-blocking, reading and writing bare IP packets — or, with {@link vnetHdr},
+ * a 10-byte virtio_net_hdr followed by the packet, in both directions.
+ */
 export class Tun {
   #fd: number;
   /** The interface name the kernel gave (it expands a `%d` in the requested name). */
   readonly name: string;
+  /** Every read returns, and every write must start with, a virtio_net_hdr ({@link VNET_HDR_SIZE} bytes). */
+  readonly vnetHdr: boolean;
+  /**
+   * The kernel accepted TUNSETOFFLOAD: reads may be TCP super-packets (up to 64 KiB, gso_type TCPV4/TCPV6)
+   * or carry partial checksums (NEEDS_CSUM), and writes may be coalesced TCP. False without the vnet header,
+   * or when the kernel refused (then headers are still read and written, all of them plain).
+   */
+  readonly offload: boolean;
 
-  constructor(fd: number, name: string) {
+  constructor(fd: number, name: string, vnetHdr = false, offload = false) {
     this.#fd = fd;
     this.name = name;
+    this.vnetHdr = vnetHdr;
+    this.offload = offload;
   }
 
   /** The file descriptor, for the poll set; -1 once closed. */
@@ -123,6 +206,35 @@ export class Tun {
     return n >= 0 ? n : -errno();
   }
 
+  /**
+   * Reads one packet (with its vnet header, if any) into `buf[off..off+len)` with readv(2). Allocates nothing.
+   * `buf` must be pinned (see the address cache above). With offloads give it 65,535 + 10 bytes: a TSO
+   * super-packet fills them.
+   * @returns the length read, or 0 when no packet is waiting
+   * @throws SysError as {@link read}, and RangeError when the range is not inside `buf`
+   */
+  readAt(buf: Uint8Array, off: number, len: number): number {
+    if (!setIovec(buf, off, len)) {
+      throw new RangeError(`readAt: ${off}+${len} outside a ${buf.length}-byte buffer`);
+    }
+    const n = vio.symbols.readv(this.#fd, iovec, 1);
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === EAGAIN || e === EINTR) return 0;
+    throw new SysError(`readv(TUN ${this.name})`, e, e === EBADFD ? "the interface was deleted" : undefined);
+  }
+
+  /**
+   * Writes `buf[off..off+len)` as one packet (vnet header first, if any) with writev(2), without a view or a
+   * BigInt per call. `buf` must be pinned. Never throws, like {@link write}.
+   * @returns `len` when written, or the negated errno when dropped (-EINVAL also for a range outside `buf`)
+   */
+  writeAt(buf: Uint8Array, off: number, len: number): number {
+    if (!setIovec(buf, off, len)) return -EINVAL;
+    const n = vio.symbols.writev(this.#fd, iovec, 1);
+    return n >= 0 ? n : -errno();
+  }
+
   /** Closes the fd; a non-persistent TUN interface disappears with its last fd. Idempotent. */
   close(): void {
     closeFd(this.#fd);
@@ -132,6 +244,10 @@ export class Tun {
 
 /**
  * Creates (or attaches to) the TUN interface `name`.
+ *
+ * With `vnetHdr`, the flags add `IFF_VNET_HDR` and `TUNSETOFFLOAD` asks for `TUN_F_CSUM | TUN_F_TSO4 |
+ * TUN_F_TSO6`, as wireguard-go does (tun/tun_linux.go). A kernel that refuses the offloads (EINVAL before
+ * they existed) leaves the device with plain vnet headers: {@link Tun.offload} is then false.
  * @param name interface name, at most 15 bytes; may contain `%d` for the kernel to number it
  * @returns the open device, with the actual name
  * @throws SysError naming the call, the errno and what to do (no TUN support, needs CAP_NET_ADMIN, name in use)
@@ -143,14 +259,18 @@ export function openTun(name: string, options: TunOptions = {}): Tun {
     "open(/dev/net/tun)",
     openHints,
   );
-  const flags = IFF_TUN | IFF_NO_PI | (options.multiQueue ? IFF_MULTI_QUEUE : 0);
+  const vnetHdr = options.vnetHdr === true;
+  const flags = IFF_TUN | IFF_NO_PI | (options.multiQueue ? IFF_MULTI_QUEUE : 0) |
+    (vnetHdr ? IFF_VNET_HDR : 0);
   new DataView(req.buffer).setUint16(IFR_UNION, flags, true);
   if (libc.symbols.ioctl(fd, TUNSETIFF, req) < 0) {
     const e = errno();
     closeFd(fd);
     throw new SysError(`ioctl(TUNSETIFF ${name})`, e, setIffHints[e]);
   }
-  return new Tun(fd, fromCString(req, 0, IFNAMSIZ));
+  const offload = vnetHdr &&
+    vio.symbols.ioctlValue(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) === 0;
+  return new Tun(fd, fromCString(req, 0, IFNAMSIZ), vnetHdr, offload);
 }
 
 // One datagram socket serves every interface ioctl; it is opened on first use and kept.
