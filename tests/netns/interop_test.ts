@@ -92,15 +92,17 @@ const test = (name: string, fn: (lab: Lab) => Promise<void>) => labTest(name, sk
 
 for (const initiator of ["typetun", "wireguard-go"] as const) {
   for (const psk of [false, true]) {
+    const variant = psk ? "noble AEAD, no offloads" : "native AEAD, offloads";
     test(
-      `interop: typetun (${psk ? "noble" : "native"} AEAD) ↔ wireguard-go, ${initiator} initiating, ${
+      `interop: typetun (${variant}) ↔ wireguard-go, ${initiator} initiating, ${
         psk ? "with" : "without"
-      } preshared key`,
+      } PSK`,
       async (lab) => {
-        // typetun's two transport AEAD backends both meet wireguard-go: native without a PSK, noble with one.
+        // typetun's two transport AEAD backends both meet wireguard-go: native without a PSK, noble with one; and
+        // so do its two data planes: with the kernel's offloads (TSO/GRO, UDP GSO/GRO) and with one packet per call.
         const { ns1, ns2, tt, go } = await pair(lab, {
           psk,
-          env: { TYPETUN_CRYPTO: psk ? "noble" : "native" },
+          env: psk ? { TYPETUN_CRYPTO: "noble", TYPETUN_OFFLOAD: "0" } : { TYPETUN_CRYPTO: "native" },
         });
         // The first packet decides who initiates.
         if (initiator === "typetun") inNs(ns1, "ping -c 2 -i 0.3 -W 3 10.242.0.2");
