@@ -8,9 +8,10 @@
  * @module
  */
 import process from "node:process";
-import { nobleAead, type TransportAead } from "../lib/crypto.ts";
+import { nobleAead, nobleX25519, type TransportAead, type X25519 } from "../lib/crypto.ts";
 import { NOISE_AUTHTAG_LEN } from "../lib/messages.ts";
 import { type ChaCha20Poly1305, type NativeAeadLibrary, openChaCha20Poly1305 } from "../ffi/aead.ts";
+import { type NativeX25519, openX25519 } from "../ffi/x25519.ts";
 
 /** A chosen backend and the name to show for it. */
 export interface AeadSelection {
@@ -113,5 +114,38 @@ export function aeadBackendName(value: string | undefined = process.env.TYPETUN_
     return selectAead(value).name;
   } catch (e) {
     return `unavailable: ${e instanceof Error ? e.message : e}`;
+  }
+}
+
+/** lib/'s X25519 over libsodium's: the same results as `nobleX25519`, about 20 times faster. */
+export function nativeX25519(impl: NativeX25519): X25519 {
+  return {
+    name: "native (libsodium)",
+    sharedSecret(privateKey, publicKey) {
+      if (privateKey.length !== 32 || publicKey.length !== 32) return null;
+      const q = new Uint8Array(32);
+      return impl.scalarMult(q, privateKey, publicKey) ? q : null;
+    },
+    publicKey(privateKey) {
+      const q = new Uint8Array(32);
+      impl.scalarMultBase(q, privateKey);
+      return q;
+    },
+  };
+}
+
+let loadedX25519: X25519 | undefined;
+
+/**
+ * Chooses X25519 for the handshakes by the same `TYPETUN_CRYPTO` setting: `noble` means pure TypeScript
+ * throughout; otherwise libsodium's when it loads (OpenSSL's X25519 sits behind its EVP_PKEY interface, whose
+ * per-call objects would cost more than they save), else noble. Never throws for a missing library.
+ */
+export function selectX25519(value: string | undefined = process.env.TYPETUN_CRYPTO): X25519 {
+  if (parseCryptoChoice(value) === "noble") return nobleX25519;
+  try {
+    return loadedX25519 ??= nativeX25519(openX25519());
+  } catch {
+    return nobleX25519;
   }
 }

@@ -16,6 +16,7 @@ import process from "node:process";
 import { performance } from "node:perf_hooks";
 import { setImmediate } from "node:timers";
 import { type Clock, Device, Verdict } from "../lib/device.ts";
+import { useX25519, x25519Backend } from "../lib/crypto.ts";
 import { DATA_HEADER_LEN, NOISE_AUTHTAG_LEN } from "../lib/messages.ts";
 import { Coalescer, Segmenter, VNET_HDR_LEN } from "../lib/offload.ts";
 import { EADDRINUSE, formatErrno, formatGet, parseSet, UapiReader, type UapiRequest } from "../lib/uapi.ts";
@@ -25,7 +26,7 @@ import { PollSet, Waker } from "../ffi/poll.ts";
 import { pinned, runtimeName } from "../ffi/runtime.ts";
 import { ifIndex, openTun, setMtu, type Tun } from "../ffi/tun.ts";
 import { GroRecvBatch, GsoSendBatch, UdpBind, type UdpSocket } from "../ffi/udp.ts";
-import { type AeadSelection, selectAead } from "./crypto.ts";
+import { type AeadSelection, selectAead, selectX25519 } from "./crypto.ts";
 import { systemRng } from "./keys.ts";
 import { Level, levelFromEnv, Logger } from "./log.ts";
 
@@ -184,6 +185,7 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     TIME_SCALE = timeScale();
     // Before the interface exists: TYPETUN_CRYPTO=native without a library is refused with nothing to undo.
     transport = selectAead();
+    useX25519(selectX25519());
     const offload = offloadsWanted();
     await claimSocket(sockPath);
     tun = openTun(name, { vnetHdr: offload });
@@ -207,7 +209,7 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     log.error(`TYPETUN_TEST_TIME_SCALE: the protocol clock runs ${TIME_SCALE}× fast (tests only)`);
   }
   log.info(`Interface ${tun.name} created (ifindex ${index}), UDP port ${bind.port}, UAPI on ${sockPath}`);
-  log.info(`Transport AEAD: ${transport.name}`);
+  log.info(`Transport AEAD: ${transport.name}; X25519: ${x25519Backend().name}`);
   const udpOffloads = [bind.v4, bind.v6].map((u) =>
     u && `IPv${u.family} GSO ${onOff(u.gso)} GRO ${onOff(u.gro)}`
   );
