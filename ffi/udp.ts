@@ -1,7 +1,9 @@
 /**
  * UDP sockets for the WireGuard listen port: one IPv4 and one IPv6 socket (IPV6_V6ONLY) on the same port,
- * non-blocking, with large buffers and an optional fwmark, and batched I/O through recvmmsg/sendmmsg over
- * preallocated rings, so receiving or sending a batch allocates nothing.
+ * non-blocking, with large buffers and an optional fwmark; single datagrams through sendto/recvfrom, and
+ * batched I/O through sendmmsg/recvmmsg with {@link GsoSendBatch} and {@link GroRecvBatch}: each lays its
+ * datagrams out in one preallocated (pinned) buffer, addressed by offset, so sending or receiving a batch
+ * allocates nothing. Both work with the offloads below on or off.
  *
  * Port 0 means "any": the IPv4 socket is bound first and gets a random port, then the IPv6 socket is bound to
  * the same number; if that one is taken, both are closed and the pair is tried again (as wireguard-go does).
@@ -109,8 +111,8 @@ function putSockAddr(buf: Uint8Array, offset: number, family: 4 | 6, addr: Uint8
 
 /**
  * Offloads to ask for at bind. Both are off unless asked for: with GRO on, a receive may return several
- * datagrams in one buffer, which only {@link GroRecvBatch} splits (the older {@link RecvBatch} would take them
- * for one datagram).
+ * datagrams in one buffer, which {@link GroRecvBatch} splits (a plain {@link UdpSocket.recvFrom} would take
+ * them for one datagram).
  */
 export interface UdpOffloads {
   /** Send with UDP_SEGMENT when the kernel supports it (probed at bind). */
@@ -360,206 +362,6 @@ function bindOptional(family: 4 | 6, port: number, offloads: UdpOffloads): UdpSo
   } catch (e) {
     if (e instanceof SysError && e.errno === EAFNOSUPPORT) return null;
     throw e;
-  }
-}
-
-/**
- * A ring of `count` message slots, each with a data buffer of `size` bytes, a socket address and the
- * `iovec`/`mmsghdr` entries pointing at them, all allocated once. Used for both directions.
- */
-class MessageRing {
-  /** Capacity in messages. */
-  readonly count: number;
-  /** Size of each slot's data buffer. */
-  readonly size: number;
-  /** Each slot's data buffer (views into one block). */
-  readonly packets: readonly Uint8Array[];
-  protected readonly names: Uint8Array;
-  protected readonly headers: Uint8Array;
-  /** `headers` from slot i on, preallocated so a partial send needs no new view. */
-  protected readonly headersFrom: readonly Uint8Array[];
-  protected readonly headerView: DataView;
-  protected readonly iovecView: DataView;
-  readonly #data: Uint8Array;
-  readonly #iovecs: Uint8Array;
-
-  constructor(count: number, size: number) {
-    if (!Number.isInteger(count) || count < 1 || count > 1024) {
-      throw new RangeError(`Invalid batch size: ${count}`);
-    }
-    this.count = count;
-    this.size = size;
-    this.#data = pinned(count * size);
-    this.names = pinned(count * NAME_STRIDE);
-    this.#iovecs = pinned(count * IOVEC_SIZE);
-    this.headers = pinned(count * MMSGHDR_SIZE);
-    this.headerView = new DataView(this.headers.buffer, this.headers.byteOffset, this.headers.byteLength);
-    this.iovecView = new DataView(this.#iovecs.buffer, this.#iovecs.byteOffset, this.#iovecs.byteLength);
-    const dataAt = addressOf(this.#data);
-    const namesAt = addressOf(this.names);
-    const iovAt = addressOf(this.#iovecs);
-    const packets: Uint8Array[] = [];
-    const headersFrom: Uint8Array[] = [];
-    for (let i = 0; i < count; i++) {
-      packets.push(this.#data.subarray(i * size, (i + 1) * size));
-      headersFrom.push(this.headers.subarray(i * MMSGHDR_SIZE));
-      this.iovecView.setBigUint64(i * IOVEC_SIZE, dataAt + BigInt(i * size), true);
-      this.iovecView.setBigUint64(i * IOVEC_SIZE + 8, BigInt(size), true);
-      encodeMmsghdr(
-        this.headerView,
-        i * MMSGHDR_SIZE,
-        namesAt + BigInt(i * NAME_STRIDE),
-        NAME_STRIDE,
-        iovAt + BigInt(i * IOVEC_SIZE),
-      );
-    }
-    this.packets = packets;
-    this.headersFrom = headersFrom;
-  }
-
-  /** Sets slot `i`'s iovec length (two 32-bit writes: a BigInt would allocate). */
-  protected setLength(i: number, len: number): void {
-    this.iovecView.setUint32(i * IOVEC_SIZE + 8, len, true);
-    this.iovecView.setUint32(i * IOVEC_SIZE + 12, 0, true);
-  }
-}
-
-/**
- * Receives up to `count` datagrams per call with recvmmsg. After {@link RecvBatch.recv} returns n, slots 0..n-1
- * hold the messages: `packets[i]` (the first `length(i)` bytes), and the source as `family(i)`, `port(i)` and
- * `address(i)` (a preallocated view of the 4 or 16 address bytes inside the ring). Nothing is allocated per
- * call; the views are overwritten by the next call. *
- * Superseded by {@link GroRecvBatch} (one buffer addressed by offset, GRO split); kept until cmd/daemon.ts
- * and the Bun smoke test move to it. Not for sockets with GRO on: it would take a coalesced buffer for one
- * datagram.
- */
-export class RecvBatch extends MessageRing {
-  readonly #addr4: readonly Uint8Array[];
-  readonly #addr6: readonly Uint8Array[];
-  #last = 0;
-
-  constructor(count = 64, size = 65536) {
-    super(count, size);
-    const a4: Uint8Array[] = [];
-    const a6: Uint8Array[] = [];
-    for (let i = 0; i < count; i++) {
-      a4.push(this.names.subarray(i * NAME_STRIDE + 4, i * NAME_STRIDE + 8));
-      a6.push(this.names.subarray(i * NAME_STRIDE + 8, i * NAME_STRIDE + 24));
-    }
-    this.#addr4 = a4;
-    this.#addr6 = a6;
-  }
-
-  /**
-   * Receives what is waiting on `socket`, without blocking.
-   * @returns the number of messages (0 when none)
-   */
-  recv(socket: UdpSocket): number {
-    // The kernel overwrites msg_namelen with the actual address size; restore the slots it used.
-    for (let i = 0; i < this.#last; i++) {
-      this.headerView.setUint32(i * MMSGHDR_SIZE + MSG_NAMELEN, NAME_STRIDE, true);
-    }
-    this.#last = 0;
-    const n = libc.symbols.recvmmsg(socket.fd, this.headers, this.count, MSG_DONTWAIT, NULL_ADDRESS);
-    if (n >= 0) return (this.#last = n);
-    const e = errno();
-    if (e === EAGAIN || e === EINTR || e === ECONNREFUSED) return 0;
-    throw new SysError(`recvmmsg(UDP IPv${socket.family})`, e);
-  }
-
-  /** Length of message `i`. */
-  length(i: number): number {
-    return this.headerView.getUint32(i * MMSGHDR_SIZE + MMSG_LEN, true);
-  }
-
-  /** Whether message `i` was longer than the slot and was cut. */
-  truncated(i: number): boolean {
-    return (this.headerView.getInt32(i * MMSGHDR_SIZE + MSG_FLAGS, true) & MSG_TRUNC) !== 0;
-  }
-
-  /** Source family of message `i`: 4 or 6 (0 if neither). */
-  family(i: number): 0 | 4 | 6 {
-    const at = i * NAME_STRIDE;
-    const af = this.names[at]! | (this.names[at + 1]! << 8);
-    return af === AF_INET ? 4 : af === AF_INET6 ? 6 : 0;
-  }
-
-  /** Source port of message `i`. */
-  port(i: number): number {
-    const at = i * NAME_STRIDE;
-    return (this.names[at + 2]! << 8) | this.names[at + 3]!;
-  }
-
-  /** Source address bytes of message `i` (4 or 16), as a view that the next receive overwrites. */
-  address(i: number): Uint8Array {
-    return this.family(i) === 6 ? this.#addr6[i]! : this.#addr4[i]!;
-  }
-
-  /** The raw socket-address bytes region of all slots (`NAME_STRIDE` = 32 bytes per slot). */
-  get rawNames(): Uint8Array {
-    return this.names;
-  }
-}
-
-/**
- * Sends up to `count` datagrams per call with sendmmsg. Fill slot i's `packets[i]` (in place, e.g. encrypt
- * into it) and call `set(i, len, family, addr, port)`, then `send(bind, n)`. Nothing is allocated per call. *
- * Superseded by {@link GsoSendBatch} (one buffer addressed by offset, GSO); kept until cmd/daemon.ts and the
- * Bun smoke test move to it. It never uses GSO.
- */
-export class SendBatch extends MessageRing {
-  readonly #families: Uint8Array;
-
-  constructor(count = 64, size = 65536) {
-    super(count, size);
-    this.#families = new Uint8Array(count);
-  }
-
-  /** Sets slot `i` to send the first `len` bytes of `packets[i]` to `addr`:`port`. */
-  set(i: number, len: number, family: 4 | 6, addr: Uint8Array, port: number): void {
-    const nameLen = putSockAddr(this.names, i * NAME_STRIDE, family, addr, port);
-    this.headerView.setUint32(i * MMSGHDR_SIZE + MSG_NAMELEN, nameLen, true);
-    this.setLength(i, len);
-    this.#families[i] = family;
-  }
-
-  /**
-   * Sends slots `0..n-1`, each on the socket of its family, in runs of the same family. A message the kernel
-   * refuses (unreachable, buffer full) is skipped. Never throws.
-   * @returns how many were sent
-   */
-  send(bind: UdpBind, n: number): number {
-    let sent = 0;
-    for (let start = 0; start < n;) {
-      const family = this.#families[start]! as 4 | 6;
-      let end = start + 1;
-      while (end < n && this.#families[end] === family) end++;
-      const socket = bind.socket(family);
-      if (socket !== null) sent += this.sendRange(socket, start, end);
-      start = end;
-    }
-    return sent;
-  }
-
-  /**
-   * Sends slots `start..end-1` on one socket (all must be of its family).
-   * @returns how many were sent
-   */
-  sendRange(socket: UdpSocket, start: number, end: number): number {
-    let sent = 0;
-    let at = start;
-    // Each round sends at least one message or skips one refused message, so it ends within end-start rounds.
-    while (at < end) {
-      const r = libc.symbols.sendmmsg(socket.fd, this.headersFrom[at]!, end - at, MSG_DONTWAIT);
-      if (r > 0) {
-        sent += r;
-        at += r;
-        continue;
-      }
-      if (errno() === EAGAIN) break; // The socket buffer is full: drop the rest, as a network would.
-      at++; // This message was refused (e.g. ENETUNREACH): skip it.
-    }
-    return sent;
   }
 }
 

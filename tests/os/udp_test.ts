@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { getSockOptInt, SO_MARK, SOL_SOCKET, SOL_UDP, SysError, UDP_GRO } from "../../ffi/libc.ts";
-import { RecvBatch, SendBatch, UdpBind, UdpSocket } from "../../ffi/udp.ts";
+import { GroRecvBatch, GsoSendBatch, UdpBind, UdpSocket } from "../../ffi/udp.ts";
 import { POLLIN, PollSet } from "../../ffi/poll.ts";
 import { isRoot } from "./_helpers.ts";
 
@@ -8,24 +8,46 @@ const ignore = !isRoot;
 const LOOP4 = new Uint8Array([127, 0, 0, 1]);
 const LOOP6 = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
 
-/** Receives until `want` messages arrived on `socket` (bounded), checking each with `check`. */
+/** What {@link receive} saw: datagrams, the messages they came in, and the recv calls that returned any. */
+interface Received {
+  datagrams: number;
+  messages: number;
+  calls: number;
+}
+
+/**
+ * Receives until `want` datagrams arrived on `socket` (bounded), checking each with `check` (its index in the
+ * batch, then where it is in `batch.data`), and that no call returned more messages than the batch holds.
+ */
 function receive(
-  batch: RecvBatch,
+  batch: GroRecvBatch,
   socket: UdpSocket,
   want: number,
-  check: (i: number) => void,
-): number {
+  check: (i: number, data: Uint8Array) => void,
+): Received {
   const set = new PollSet(1);
   set.add(socket.fd, POLLIN);
-  let got = 0;
-  for (let round = 0; round < 100 && got < want; round++) {
+  const out: Received = { datagrams: 0, messages: 0, calls: 0 };
+  for (let round = 0; round < 100 && out.datagrams < want; round++) {
     set.poll(20);
     const n = batch.recv(socket);
-    for (let i = 0; i < n; i++) check(i);
-    got += n;
+    if (n === 0) continue;
+    assert.ok(batch.messages >= 1 && batch.messages <= batch.maxMessages, `${batch.messages} messages`);
+    for (let i = 0; i < n; i++) {
+      check(i, batch.data.subarray(batch.offset(i), batch.offset(i) + batch.length(i)));
+    }
+    out.datagrams += n;
+    out.messages += batch.messages;
+    out.calls++;
   }
-  return got;
+  return out;
 }
+
+/** Bind options of the two ways the batches are tested: offloads off (the default), and GSO plus GRO on. */
+const MODES = [
+  { name: "offloads off", offloads: {}, on: false },
+  { name: "GSO and GRO on", offloads: { gso: true, gro: true }, on: true },
+] as const;
 
 Deno.test({ name: "port 0 gives one random port on both families", ignore }, () => {
   const bind = UdpBind.open(0);
@@ -121,60 +143,133 @@ Deno.test({ name: "rebind moves to a new port and keeps the old one until it suc
   }
 });
 
-Deno.test(
-  { name: "sendmmsg and recvmmsg batches on loopback decode sources of both families", ignore },
-  () => {
-    const server = UdpBind.open(0);
-    const client = UdpBind.open(0);
-    const send = new SendBatch(16, 2048);
-    const recv = new RecvBatch(8, 2048); // Smaller than the batch: two receive calls are needed.
-    try {
-      for (let i = 0; i < 16; i++) {
-        const len = 10 + i * 50;
-        send.packets[i]!.fill(i, 0, len);
-        // Families alternate in runs: 4 4 6 6 4 4 6 6…, so send() switches sockets.
-        const family = (i >> 1) % 2 === 0 ? 4 : 6;
-        send.set(i, len, family, family === 4 ? LOOP4 : LOOP6, server.port);
+for (const mode of MODES) {
+  Deno.test(
+    {
+      name: `${mode.name}: batches on loopback, both families, two receives per socket, sources decoded`,
+      ignore,
+    },
+    () => {
+      const server = UdpBind.open(0, 0, mode.offloads);
+      const client = UdpBind.open(0, 0, mode.offloads);
+      const send = new GsoSendBatch(16, 16 * 2048);
+      // Two message slots for the eight datagrams (four GSO pairs) queued on each socket: at least two calls.
+      const recv = new GroRecvBatch(2, 2048);
+      // Datagram `tag` is `lengthOf(tag)` bytes of `tag`. Families alternate in runs of two, 4 4 6 6 4 4 6 6…,
+      // so send() switches sockets; the two of a run have the same length and destination, so they make one
+      // GSO message (the batch groups them whether or not the socket has GSO).
+      const lengthOf = (tag: number) => 10 + (tag >> 1) * 100;
+      try {
+        assert.deepEqual([client.v4!.gso, client.v6!.gso, server.v4!.gro, server.v6!.gro], [
+          mode.on,
+          mode.on,
+          mode.on,
+          mode.on,
+        ]);
+        for (let i = 0; i < 16; i++) {
+          const len = lengthOf(i);
+          assert.ok(send.room(len));
+          send.data.fill(i, send.cursor, send.cursor + len);
+          const family = (i >> 1) % 2 === 0 ? 4 : 6;
+          send.push(len, family, family === 4 ? LOOP4 : LOOP6, server.port);
+        }
+        assert.equal(send.datagrams, 16);
+        assert.equal(send.messages, 8);
+        assert.equal(send.send(client), 16);
+        const seen = new Set<number>();
+        for (const socket of [server.v4!, server.v6!]) {
+          const got = receive(recv, socket, 8, (i, data) => {
+            const tag = data[0]!;
+            assert.equal(data.length, lengthOf(tag));
+            assert.ok(data.every((b) => b === tag), `datagram ${tag}: every byte is its tag`);
+            assert.equal(recv.truncated(i), false);
+            assert.equal(recv.family(i), socket.family);
+            assert.equal(recv.port(i), client.port);
+            assert.deepEqual(recv.address(i), socket.family === 4 ? LOOP4 : LOOP6);
+            assert.ok(!seen.has(tag), `datagram ${tag} arrived once`);
+            seen.add(tag);
+          });
+          assert.equal(got.datagrams, 8, `IPv${socket.family} datagrams`);
+          // With GRO, each GSO pair stays one message on loopback; without, each datagram is its own.
+          assert.equal(got.messages, mode.on ? 4 : 8, `IPv${socket.family} messages`);
+          assert.ok(got.calls >= 2, `IPv${socket.family}: ${got.calls} receive calls`);
+        }
+        assert.equal(seen.size, 16);
+        // Nothing more is waiting: recv returns 0 without blocking.
+        assert.equal(recv.recv(server.v4!), 0);
+        assert.equal(recv.recv(server.v6!), 0);
+        assert.equal(recv.messages, 0);
+      } finally {
+        server.close();
+        client.close();
       }
-      assert.equal(send.send(client, 16), 16);
-      const seen = new Set<number>();
-      for (const socket of [server.v4!, server.v6!]) {
-        const got = receive(recv, socket, 8, (i) => {
-          const tag = recv.packets[i]![0]!;
-          assert.equal(recv.length(i), 10 + tag * 50);
-          assert.ok(recv.packets[i]!.subarray(0, recv.length(i)).every((b) => b === tag));
-          assert.equal(recv.truncated(i), false);
-          assert.equal(recv.family(i), socket.family);
-          assert.equal(recv.port(i), client.port);
-          assert.deepEqual(recv.address(i), socket.family === 4 ? LOOP4 : LOOP6);
-          seen.add(tag);
+    },
+  );
+
+  Deno.test(
+    {
+      name: `${mode.name}: an oversized datagram is reported truncated; unreachable sends are skipped`,
+      ignore,
+    },
+    () => {
+      const server = UdpBind.open(0, 0, mode.offloads);
+      const client = UdpBind.open(0, 0, mode.offloads);
+      try {
+        const big = new Uint8Array(3000).fill(7);
+        assert.equal(client.v4!.sendTo(big, big.length, LOOP4, server.port), 3000);
+        const recv = new GroRecvBatch(2, 1000);
+        const cut = receive(recv, server.v4!, 1, (i, data) => {
+          assert.ok(recv.truncated(i));
+          assert.equal(data.length, 1000, "the slot's worth");
+          assert.ok(data.every((b) => b === 7));
         });
-        assert.equal(got, 8, `IPv${socket.family} messages`);
+        assert.equal(cut.datagrams, 1);
+        const send = new GsoSendBatch(2, 64);
+        send.push(8, 4, new Uint8Array([0, 0, 0, 0]), 0); // Port 0: refused by the kernel (EINVAL).
+        send.push(8, 4, LOOP4, server.port);
+        assert.equal(send.messages, 2);
+        assert.equal(send.send(client), 1);
+        const after = receive(recv, server.v4!, 1, (i, data) => {
+          assert.equal(data.length, 8);
+          assert.equal(recv.truncated(i), false);
+          assert.equal(recv.port(i), client.port);
+        });
+        assert.equal(after.datagrams, 1, "the reachable one arrived");
+        assert.equal(client.v4!.gso, mode.on, "a refused destination does not turn GSO off");
+      } finally {
+        server.close();
+        client.close();
       }
-      assert.equal(seen.size, 16);
-      // Nothing more is waiting: recv returns 0 without blocking.
-      assert.equal(recv.recv(server.v4!), 0);
-    } finally {
-      server.close();
-      client.close();
-    }
-  },
-);
+    },
+  );
+}
 
 Deno.test(
-  { name: "an oversized datagram is reported truncated; unreachable sends are skipped", ignore },
+  {
+    name: "GRO: a coalesced message longer than the slot has only its cut datagram reported truncated",
+    ignore,
+  },
   () => {
-    const server = UdpBind.open(0);
-    const client = UdpBind.open(0);
+    const server = UdpBind.open(0, 0, { gro: true });
+    const client = UdpBind.open(0, 0, { gso: true });
     try {
-      const big = new Uint8Array(3000);
-      assert.equal(client.v4!.sendTo(big, big.length, LOOP4, server.port), 3000);
-      const recv = new RecvBatch(2, 1000);
-      assert.equal(receive(recv, server.v4!, 1, (i) => assert.ok(recv.truncated(i))), 1);
-      const send = new SendBatch(2, 64);
-      send.set(0, 8, 4, new Uint8Array([0, 0, 0, 0]), 0); // Port 0: refused by the kernel (EINVAL).
-      send.set(1, 8, 4, LOOP4, server.port);
-      assert.equal(send.send(client, 2), 1);
+      const send = new GsoSendBatch(1, 2048);
+      for (let tag = 1; tag <= 3; tag++) {
+        send.data.fill(tag, send.cursor, send.cursor + 600);
+        send.push(600, 4, LOOP4, server.port);
+      }
+      assert.equal(send.messages, 1);
+      assert.equal(send.send(client), 3);
+      // 1800 bytes in one message, a 1000-byte slot: 600 whole, 400 of the second, none of the third.
+      const recv = new GroRecvBatch(2, 1000);
+      const pieces: [number, number, boolean][] = [];
+      receive(recv, server.v4!, 2, (i, data) => {
+        assert.ok(data.every((b) => b === data[0]));
+        pieces.push([data[0]!, data.length, recv.truncated(i)]);
+      });
+      assert.deepEqual(pieces, [[1, 600, false], [2, 400, true]]);
+      assert.equal(recv.messages, 1);
+      assert.equal(recv.recv(server.v4!), 0, "the third datagram went with the cut");
     } finally {
       server.close();
       client.close();
