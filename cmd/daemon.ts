@@ -24,7 +24,7 @@ import { errnoName, SysError } from "../ffi/libc.ts";
 import { LinkMonitor } from "../ffi/netlink.ts";
 import { PollSet, Waker } from "../ffi/poll.ts";
 import { pinned, runtimeName } from "../ffi/runtime.ts";
-import { ifIndex, openTun, setMtu, type Tun } from "../ffi/tun.ts";
+import { ifIndex, MAX_PACKET, openTun, setMtu, type Tun } from "../ffi/tun.ts";
 import { GroRecvBatch, GsoSendBatch, UdpBind, type UdpSocket } from "../ffi/udp.ts";
 import { type AeadSelection, selectAead, selectX25519 } from "./crypto.ts";
 import { systemRng } from "./keys.ts";
@@ -41,8 +41,6 @@ const BATCH = 64;
  */
 const RECV_BATCH = 16;
 const SEND_BYTES = 1 << 20;
-/** The largest IP packet a TUN gives or takes (a TSO super-packet at most). */
-const MAX_PACKET = 65535;
 /**
  * Room for the largest IP packet, the data header in front of it, and padding and tag behind it; rounded up to
  * a multiple of 16 so every receive slot starts aligned (typed-array copies between aligned offsets are faster).
@@ -399,18 +397,20 @@ class DataPlane {
     while (!stopping()) {
       const busy = this.#round();
       if (stopping()) break;
-      if (busy) lingered = false;
-      else if (!lingered) {
-        lingered = true;
-        if (this.#poll.poll(LINGER_MS) > 0) continue;
-      }
       if (busy) {
+        lingered = false;
         // Full load: give the event loop (UAPI socket, signals) a turn every few rounds.
         if (++rounds >= ROUNDS_PER_YIELD) {
           rounds = 0;
           await new Promise<void>((r) => setImmediate(r));
         }
         continue;
+      }
+      // Traffic just stopped: wait a moment synchronously first. What this catches continues the busy count,
+      // so the event loop still gets its turn every ROUNDS_PER_YIELD busy rounds.
+      if (!lingered) {
+        lingered = true;
+        if (this.#poll.poll(LINGER_MS) > 0) continue;
       }
       rounds = 0;
       const next = this.device.nextDeadline();

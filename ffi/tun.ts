@@ -12,12 +12,14 @@
  */
 
 import {
+  addressHalves,
   AF_INET,
   check,
   closeFd,
   cString,
   EAGAIN,
   EINTR,
+  EINVAL,
   encodeSockAddr,
   fromCString,
   IFNAMSIZ,
@@ -27,6 +29,8 @@ import {
   O_CLOEXEC,
   O_NONBLOCK,
   O_RDWR,
+  setPointer,
+  setSize,
   SOCK_CLOEXEC,
   SOCK_DGRAM,
   SysError,
@@ -69,7 +73,6 @@ export const IFF_RUNNING = 0x40;
 
 const NEEDS_NET_ADMIN = "needs CAP_NET_ADMIN (run as root)";
 const EBADFD = 77;
-const EINVAL = 22;
 
 // readv/writev(2) put one packet anywhere in a buffer without a new view per call, and take only 32-bit
 // arguments (read/write's size_t would want a bigint on Deno's fast call path). TUNSETOFFLOAD takes its
@@ -96,7 +99,7 @@ const addrHi = new Float64Array(ADDR_CACHE);
 let addrNext = 0;
 
 /**
- * Points the iovec at `buf[off..off+len)`: iov_base as two 32-bit writes with the carry done by hand.
+ * Points the iovec at `buf[off..off+len)` (setPointer and setSize: 32-bit writes, no BigInt).
  * @returns false when the range is not inside `buf`
  */
 function setIovec(buf: Uint8Array, off: number, len: number): boolean {
@@ -107,17 +110,13 @@ function setIovec(buf: Uint8Array, off: number, len: number): boolean {
   if (k === ADDR_CACHE) {
     k = addrNext;
     addrNext = (addrNext + 1) % ADDR_CACHE;
-    const base = addressOf(buf) - BigInt(buf.byteOffset);
+    const { lo, hi } = addressHalves(addressOf(buf) - BigInt(buf.byteOffset));
     addrKeys[k] = ab;
-    addrLo[k] = Number(base & 0xffffffffn);
-    addrHi[k] = Number(base >> 32n);
+    addrLo[k] = lo;
+    addrHi[k] = hi;
   }
-  const lo = addrLo[k]! + buf.byteOffset + off;
-  const carry = lo >= 0x100000000 ? 1 : 0;
-  iovecView.setUint32(0, lo - carry * 0x100000000, true);
-  iovecView.setUint32(4, addrHi[k]! + carry, true);
-  iovecView.setUint32(8, len, true);
-  iovecView.setUint32(12, 0, true);
+  setPointer(iovecView, 0, addrLo[k]!, addrHi[k]!, buf.byteOffset + off);
+  setSize(iovecView, 8, len);
   return true;
 }
 

@@ -29,6 +29,7 @@ import {
   CMSG_TYPE_AT,
   cmsgLen,
   cmsgSpace,
+  EADDRINUSE,
   EAFNOSUPPORT,
   EAGAIN,
   ECONNREFUSED,
@@ -79,7 +80,6 @@ import { addressOf, errno, pinned } from "./runtime.ts";
 export const SOCKET_BUFFER_SIZE = 7 << 20;
 /** MSG_TRUNC in msg_flags: the datagram was longer than the buffer. */
 export const MSG_TRUNC = 0x20;
-const EADDRINUSE = 98;
 const BIND_RETRIES = 32;
 /** Bytes reserved per message for its socket address (sockaddr_in6 is 28). */
 const NAME_STRIDE = 32;

@@ -13,6 +13,8 @@
  * @module
  */
 
+import { IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, IPV6_DST, IPV6_HEADER_LEN, IPV6_SRC } from "./ip.ts";
+
 // ---- struct virtio_net_hdr (include/uapi/linux/virtio_net.h) -------------------------------------------
 // u8 flags, u8 gso_type, then __virtio16 hdr_len, gso_size, csum_start, csum_offset. A TUN uses the host's
 // byte order for these unless TUNSETVNETBE/LE says otherwise: little endian on x86-64 and AArch64.
@@ -181,7 +183,7 @@ export function csumFold(sum: number): number {
  * header at `ipOff`, zero, protocol, and the transport length `len`. Folded, not complemented.
  */
 export function pseudoHeaderSum4(buf: Uint8Array, ipOff: number, proto: number, len: number): number {
-  const a = ipOff + 12;
+  const a = ipOff + IPV4_SRC;
   const s = ((buf[a]! << 8) | buf[a + 1]!) + ((buf[a + 2]! << 8) | buf[a + 3]!) +
     ((buf[a + 4]! << 8) | buf[a + 5]!) + ((buf[a + 6]! << 8) | buf[a + 7]!);
   return fold(s + proto + len);
@@ -193,7 +195,9 @@ export function pseudoHeaderSum4(buf: Uint8Array, ipOff: number, proto: number, 
  */
 export function pseudoHeaderSum6(buf: Uint8Array, ipOff: number, proto: number, len: number): number {
   let s = proto + (len >>> 16) + (len & 0xffff);
-  for (let a = ipOff + 8, e = ipOff + 40; a < e; a += 2) s += (buf[a]! << 8) | buf[a + 1]!;
+  for (let a = ipOff + IPV6_SRC, e = ipOff + IPV6_HEADER_LEN; a < e; a += 2) {
+    s += (buf[a]! << 8) | buf[a + 1]!;
+  }
   return fold(s);
 }
 
@@ -771,8 +775,9 @@ export class Coalescer {
 
   /** A hash of the addresses' last bytes and the ports; collisions only cost a missed merge. */
   #hash(buf: Uint8Array, off: number, tcp: number, version: number): number {
-    const a = version === 4 ? off + 12 : off + 20; // IPv4: saddr; IPv6: the last 4 bytes of saddr
-    const b = version === 4 ? off + 16 : off + 36;
+    // IPv4: the addresses; IPv6: their last 4 bytes.
+    const a = off + (version === 4 ? IPV4_SRC : IPV6_DST - 4);
+    const b = off + (version === 4 ? IPV4_DST : IPV6_HEADER_LEN - 4);
     const s = (buf[a]! << 24) | (buf[a + 1]! << 16) | (buf[a + 2]! << 8) | buf[a + 3]!;
     const d = (buf[b]! << 24) | (buf[b + 1]! << 16) | (buf[b + 2]! << 8) | buf[b + 3]!;
     const p = (buf[tcp]! << 24) | (buf[tcp + 1]! << 16) | (buf[tcp + 2]! << 8) | buf[tcp + 3]!;
@@ -785,7 +790,7 @@ export class Coalescer {
   #sameFlow(g: number, buf: Uint8Array, off: number, tcp: number, version: number): boolean {
     const hb = this.#bufs[g]!, ho = this.#off[g]!;
     if (hb[ho]! >>> 4 !== version) return false;
-    const from = version === 4 ? 12 : 8, to = version === 4 ? 20 : 40;
+    const from = version === 4 ? IPV4_SRC : IPV6_SRC, to = version === 4 ? IPV4_HEADER_LEN : IPV6_HEADER_LEN;
     for (let k = from; k < to; k++) if (hb[ho + k] !== buf[off + k]) return false;
     const ht = ho + this.#iph[g]!;
     return hb[ht] === buf[tcp] && hb[ht + 1] === buf[tcp + 1] && hb[ht + 2] === buf[tcp + 2] &&
