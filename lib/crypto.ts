@@ -89,7 +89,131 @@ export function hash(...inputs: Uint8Array[]): Uint8Array {
 
 /** MAC(key, input): keyed BLAKE2s with a 128-bit output. */
 export function mac(key: Uint8Array, input: Uint8Array): Uint8Array {
-  return blake2s(input, { key, dkLen: 16 });
+  const out = new Uint8Array(16);
+  blake2sInto(key, input, 0, input.length, out, 16);
+  return out;
+}
+
+// ---- BLAKE2s (RFC 7693) over a range of a caller's buffer, allocating nothing ----
+//
+// MAC1 is the one check every handshake-shaped datagram gets before anything else (paper 5.4.4), so a flood of
+// junk costs exactly this function. noble's BLAKE2s makes a hasher object and typed-array views per call; this
+// one works in module-level scratch words instead.
+
+/** The initialisation vector (the SHA-256 IV) and the message schedule of RFC 7693 section 2.7. */
+const B2S_IV = Uint32Array.of(
+  0x6a09e667,
+  0xbb67ae85,
+  0x3c6ef372,
+  0xa54ff53a,
+  0x510e527f,
+  0x9b05688c,
+  0x1f83d9ab,
+  0x5be0cd19,
+);
+// deno-fmt-ignore
+const B2S_SIGMA = Uint8Array.of(
+  0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+  14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3,
+  11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4,
+  7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8,
+  9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13,
+  2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9,
+  12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11,
+  13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10,
+  6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5,
+  10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0,
+);
+const b2sH = new Uint32Array(8);
+const b2sV = new Uint32Array(16);
+const b2sM = new Uint32Array(16);
+
+/** Loads the 64-byte block of `src` at `at` into the message words, little-endian, zero past `end`. */
+function b2sLoad(src: Uint8Array, at: number, end: number): void {
+  for (let i = 0; i < 16; i++, at += 4) {
+    b2sM[i] = at + 4 <= end
+      ? src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16) | (src[at + 3]! << 24)
+      : (at < end ? src[at]! : 0) | (at + 1 < end ? src[at + 1]! << 8 : 0) |
+        (at + 2 < end ? src[at + 2]! << 16 : 0);
+  }
+}
+
+/** The mixing function G (RFC 7693 section 3.1) with BLAKE2s's rotations 16, 12, 8, 7. */
+function b2sG(a: number, b: number, c: number, d: number, x: number, y: number): void {
+  const v = b2sV;
+  v[a] = v[a]! + v[b]! + x;
+  let t = v[d]! ^ v[a]!;
+  v[d] = (t >>> 16) | (t << 16);
+  v[c] = v[c]! + v[d]!;
+  t = v[b]! ^ v[c]!;
+  v[b] = (t >>> 12) | (t << 20);
+  v[a] = v[a]! + v[b]! + y;
+  t = v[d]! ^ v[a]!;
+  v[d] = (t >>> 8) | (t << 24);
+  v[c] = v[c]! + v[d]!;
+  t = v[b]! ^ v[c]!;
+  v[b] = (t >>> 7) | (t << 25);
+}
+
+/** The compression function F (RFC 7693 section 3.2) on the loaded block; `t` counts bytes so far (< 2^32). */
+function b2sCompress(t: number, last: boolean): void {
+  const v = b2sV, m = b2sM, s = B2S_SIGMA;
+  for (let i = 0; i < 8; i++) {
+    v[i] = b2sH[i]!;
+    v[i + 8] = B2S_IV[i]!;
+  }
+  v[12] ^= t;
+  if (last) v[14] = ~v[14]!;
+  for (let r = 0; r < 160; r += 16) {
+    b2sG(0, 4, 8, 12, m[s[r]!]!, m[s[r + 1]!]!);
+    b2sG(1, 5, 9, 13, m[s[r + 2]!]!, m[s[r + 3]!]!);
+    b2sG(2, 6, 10, 14, m[s[r + 4]!]!, m[s[r + 5]!]!);
+    b2sG(3, 7, 11, 15, m[s[r + 6]!]!, m[s[r + 7]!]!);
+    b2sG(0, 5, 10, 15, m[s[r + 8]!]!, m[s[r + 9]!]!);
+    b2sG(1, 6, 11, 12, m[s[r + 10]!]!, m[s[r + 11]!]!);
+    b2sG(2, 7, 8, 13, m[s[r + 12]!]!, m[s[r + 13]!]!);
+    b2sG(3, 4, 9, 14, m[s[r + 14]!]!, m[s[r + 15]!]!);
+  }
+  for (let i = 0; i < 8; i++) b2sH[i] = b2sH[i]! ^ v[i]! ^ v[i + 8]!;
+}
+
+/**
+ * BLAKE2s of `src[off, off+len)` keyed with `key` (0 to 32 bytes), `outLen` bytes (1 to 32) written to `out`.
+ * Allocates nothing; the scratch words are wiped afterwards, since they held the key.
+ */
+export function blake2sInto(
+  key: Uint8Array,
+  src: Uint8Array,
+  off: number,
+  len: number,
+  out: Uint8Array,
+  outLen: number,
+): void {
+  b2sH.set(B2S_IV);
+  b2sH[0] = b2sH[0]! ^ 0x01010000 ^ (key.length << 8) ^ outLen;
+  let t = 0;
+  if (key.length > 0) {
+    // The key, zero-padded, is a block of its own (the last one when there is no message).
+    b2sLoad(key, 0, key.length);
+    t = 64;
+    b2sCompress(t, len === 0);
+  }
+  const end = off + len;
+  let at = off;
+  for (; end - at > 64; at += 64) {
+    b2sLoad(src, at, end);
+    t += 64;
+    b2sCompress(t, false);
+  }
+  if (len > 0 || key.length === 0) {
+    b2sLoad(src, at, end);
+    t += end - at;
+    b2sCompress(t, true);
+  }
+  for (let i = 0; i < outLen; i++) out[i] = b2sH[i >>> 2]! >>> (8 * (i & 3));
+  b2sH.fill(0);
+  b2sV.fill(0);
+  b2sM.fill(0);
 }
 
 /** HMAC(key, input): HMAC-BLAKE2s-256 (RFC 2104). */
@@ -315,6 +439,14 @@ export function equalConstantTime(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   let d = 0;
   for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
+  return d === 0;
+}
+
+/** Compares `a` with `b[bOff, bOff + a.length)` in constant time, without making a view of `b`. */
+export function equalConstantTimeAt(a: Uint8Array, b: Uint8Array, bOff: number): boolean {
+  if (bOff < 0 || bOff + a.length > b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[bOff + i]!;
   return d === 0;
 }
 

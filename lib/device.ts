@@ -11,7 +11,7 @@
  * Time and randomness come from the injected clock and RNG.
  * @module
  */
-import { CookieChecker, MacState, type Source } from "./cookie.ts";
+import { CookieChecker, type Source } from "./cookie.ts";
 import { AllowedIps } from "./allowedips.ts";
 import {
   clampPrivateKey,
@@ -103,7 +103,10 @@ export interface DeviceOptions {
   aead?: TransportAead;
   /** Interface MTU: padding never makes a packet larger than this (paper 5.4.6). */
   mtu?: number;
-  /** Handshake messages per second above which the device is "under load" and demands cookies. */
+  /**
+   * Handshake messages with a valid mac1 per second above which the device is "under load" and demands
+   * cookies (paper 5.3); 0 means always under load.
+   */
   underLoadThreshold?: number;
 }
 
@@ -390,7 +393,7 @@ export class Device implements TimerHandler<Peer> {
         return this.#receiveData(buf, off, len, src);
       case MESSAGE_HANDSHAKE_INITIATION:
       case MESSAGE_HANDSHAKE_RESPONSE:
-        return this.#receiveHandshake(buf.slice(off, off + len), src);
+        return this.#receiveHandshake(buf, off, len, src);
       case MESSAGE_HANDSHAKE_COOKIE:
         return this.#receiveCookie(buf.subarray(off, off + len));
       default:
@@ -462,6 +465,14 @@ export class Device implements TimerHandler<Peer> {
     peer.endpoint = endpointOf(src);
   }
 
+  /**
+   * Whether the device is under load (paper 5.3), counting one more handshake message with a valid mac1. The
+   * kernel and wireguard-go look at the backlog of handshakes queued for their workers; a sans-I/O device
+   * handles each at once, so here the backlog is a rate: more than the threshold within a second. Only
+   * messages that passed mac1 count, as only those are about to cost a DH: junk, which anyone can send without
+   * knowing our public key, must not make us demand cookies from legitimate peers. Once under load, the device
+   * stays so for UNDER_LOAD_AFTER.
+   */
   #underLoad(now: number): boolean {
     if (now - this.#handshakeWindowStart >= 1000) {
       this.#handshakeWindowStart = now;
@@ -471,16 +482,17 @@ export class Device implements TimerHandler<Peer> {
     return now - this.#lastUnderLoad < UNDER_LOAD_AFTER;
   }
 
-  #receiveHandshake(msg: Uint8Array, src: Source): Verdict {
+  /** A handshake message at `buf[off, off+len)`, its length already checked for its type. */
+  #receiveHandshake(buf: Uint8Array, off: number, len: number, src: Source): Verdict {
     if (!this.identity) return Verdict.DropNoKey;
+    // Paper 5.4.4: mac1 before anything else. A datagram that fails it has cost one BLAKE2s and changed nothing.
+    if (!this.#cookieChecker.checkMac1(buf, off, len)) return Verdict.DropInvalidMac;
+    const msg = buf.subarray(off, off + len);
     const now = this.clock.now();
-    const underLoad = this.#underLoad(now);
-    const mac = this.#cookieChecker.validate(msg, src, underLoad, now);
-    if (mac === MacState.InvalidMac) return Verdict.DropInvalidMac;
-    if (underLoad) {
+    if (this.#underLoad(now)) {
       // Paper 5.3: under load, only a sender that proves its address with a cookie gets a handshake, and
       // only at the per-source rate.
-      if (mac !== MacState.ValidMacWithCookie) {
+      if (!this.#cookieChecker.checkMac2(msg, src, now)) {
         const reply = this.#cookieChecker.createReply(msg, src, now, this.rng);
         this.outbox.push({ endpoint: endpointOf(src), data: reply });
         return Verdict.DropCookieSent;

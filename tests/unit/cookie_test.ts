@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { dhGenerate, dhPublic } from "../../lib/crypto.ts";
-import { CookieChecker, CookieGenerator, MacState, type Source } from "../../lib/cookie.ts";
+import { blake2s } from "@noble/hashes/blake2.js";
+import { blake2sInto, dhGenerate, dhPublic } from "../../lib/crypto.ts";
+import { CookieChecker, CookieGenerator, type Source } from "../../lib/cookie.ts";
 import {
   COOKIE_SECRET_LATENCY,
   COOKIE_SECRET_MAX_AGE,
@@ -21,6 +22,24 @@ function setup() {
   return { pub, checker, gen: new CookieGenerator(pub) };
 }
 
+/** What a responder makes of a message's MACs (the kernel's cookie_mac_state), mac2 checked when under load. */
+enum MacState {
+  InvalidMac,
+  ValidMacButNoCookie,
+  ValidMacWithCookie,
+}
+function validate(
+  checker: CookieChecker,
+  m: Uint8Array,
+  src: Source,
+  underLoad: boolean,
+  now: number,
+): MacState {
+  if (!checker.checkMac1(m, 0, m.length)) return MacState.InvalidMac;
+  if (!underLoad || !checker.checkMac2(m, src, now)) return MacState.ValidMacButNoCookie;
+  return MacState.ValidMacWithCookie;
+}
+
 function message(len = MESSAGE_INITIATION_LEN, sender = 0x01020304): Uint8Array {
   const m = new Uint8Array(len);
   rng(m);
@@ -38,14 +57,14 @@ Deno.test("mac1: valid for the right key, invalid after any change or for anothe
     const { checker, gen } = setup();
     const m = message(len);
     gen.addMacs(m, 0);
-    assert.equal(checker.validate(m, SRC, false, 0), MacState.ValidMacButNoCookie);
+    assert.equal(validate(checker, m, SRC, false, 0), MacState.ValidMacButNoCookie);
     for (let i = 0; i < len - 16; i++) {
       const t = m.slice();
       t[i]! ^= 0x40;
-      assert.equal(checker.validate(t, SRC, false, 0), MacState.InvalidMac, `byte ${i}`);
+      assert.equal(validate(checker, t, SRC, false, 0), MacState.InvalidMac, `byte ${i}`);
     }
     const other = setup();
-    assert.equal(other.checker.validate(m, SRC, false, 0), MacState.InvalidMac);
+    assert.equal(validate(other.checker, m, SRC, false, 0), MacState.InvalidMac);
     // Without a cookie, mac2 is zero.
     assert.ok(m.subarray(len - 16).every((b) => b === 0));
   }
@@ -55,7 +74,7 @@ Deno.test("cookie round trip: reply, consume, then mac2 validates under load", (
   const { checker, gen } = setup();
   const m1 = message();
   gen.addMacs(m1, 0);
-  assert.equal(checker.validate(m1, SRC, true, 0), MacState.ValidMacButNoCookie);
+  assert.equal(validate(checker, m1, SRC, true, 0), MacState.ValidMacButNoCookie);
   const reply = checker.createReply(m1, SRC, 0, rng);
   assert.equal(reply.length, MESSAGE_COOKIE_LEN);
   assert.equal(reply[0], 3);
@@ -65,22 +84,22 @@ Deno.test("cookie round trip: reply, consume, then mac2 validates under load", (
   const m2 = message();
   gen.addMacs(m2, 20);
   assert.ok(m2.subarray(MESSAGE_INITIATION_LEN - 16).some((b) => b !== 0), "mac2 is set");
-  assert.equal(checker.validate(m2, SRC, true, 30), MacState.ValidMacWithCookie);
+  assert.equal(validate(checker, m2, SRC, true, 30), MacState.ValidMacWithCookie);
   assert.equal(
-    checker.validate(m2, SRC, false, 30),
+    validate(checker, m2, SRC, false, 30),
     MacState.ValidMacButNoCookie,
     "mac2 unchecked if not asked",
   );
   // The cookie is bound to the source address and port.
-  assert.equal(checker.validate(m2, { addr: SRC.addr, port: 1001 }, true, 30), MacState.ValidMacButNoCookie);
+  assert.equal(validate(checker, m2, { addr: SRC.addr, port: 1001 }, true, 30), MacState.ValidMacButNoCookie);
   assert.equal(
-    checker.validate(m2, { addr: new Uint8Array([192, 0, 2, 9]), port: 1000 }, true, 30),
+    validate(checker, m2, { addr: new Uint8Array([192, 0, 2, 9]), port: 1000 }, true, 30),
     MacState.ValidMacButNoCookie,
   );
   // A tampered mac2 is not a cookie (mac1 still valid).
   const t = m2.slice();
   t[MESSAGE_INITIATION_LEN - 1]! ^= 1;
-  assert.equal(checker.validate(t, SRC, true, 30), MacState.ValidMacButNoCookie);
+  assert.equal(validate(checker, t, SRC, true, 30), MacState.ValidMacButNoCookie);
 });
 
 Deno.test("a cookie reply is bound to the message it answers and to the responder's key", () => {
@@ -117,12 +136,12 @@ Deno.test("cookie lifetimes: the secret rotates every two minutes; the sender st
   const justBefore = COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY - 1;
   const m = at(justBefore);
   assert.ok(m.subarray(MESSAGE_INITIATION_LEN - 16).some((b) => b !== 0));
-  assert.equal(checker.validate(m, SRC, true, justBefore), MacState.ValidMacWithCookie);
+  assert.equal(validate(checker, m, SRC, true, justBefore), MacState.ValidMacWithCookie);
   const stale = at(COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY);
   assert.ok(stale.subarray(MESSAGE_INITIATION_LEN - 16).every((b) => b === 0), "the sender drops its cookie");
   // The responder refuses cookies made under a secret older than COOKIE_SECRET_MAX_AGE.
-  assert.equal(checker.validate(m, SRC, true, COOKIE_SECRET_MAX_AGE), MacState.ValidMacWithCookie);
-  assert.equal(checker.validate(m, SRC, true, COOKIE_SECRET_MAX_AGE + 1), MacState.ValidMacButNoCookie);
+  assert.equal(validate(checker, m, SRC, true, COOKIE_SECRET_MAX_AGE), MacState.ValidMacWithCookie);
+  assert.equal(validate(checker, m, SRC, true, COOKIE_SECRET_MAX_AGE + 1), MacState.ValidMacButNoCookie);
   // A new reply brings a cookie under a new secret, and the old one is worthless.
   const m3 = message();
   gen.addMacs(m3, COOKIE_SECRET_MAX_AGE + 1);
@@ -130,8 +149,8 @@ Deno.test("cookie lifetimes: the secret rotates every two minutes; the sender st
     gen.consumeReply(checker.createReply(m3, SRC, COOKIE_SECRET_MAX_AGE + 1, rng), COOKIE_SECRET_MAX_AGE + 1),
   );
   const m4 = at(COOKIE_SECRET_MAX_AGE + 2);
-  assert.equal(checker.validate(m4, SRC, true, COOKIE_SECRET_MAX_AGE + 2), MacState.ValidMacWithCookie);
-  assert.equal(checker.validate(m, SRC, true, COOKIE_SECRET_MAX_AGE + 2), MacState.ValidMacButNoCookie);
+  assert.equal(validate(checker, m4, SRC, true, COOKIE_SECRET_MAX_AGE + 2), MacState.ValidMacWithCookie);
+  assert.equal(validate(checker, m, SRC, true, COOKIE_SECRET_MAX_AGE + 2), MacState.ValidMacButNoCookie);
 });
 
 Deno.test("a checker without a key accepts nothing", () => {
@@ -140,5 +159,40 @@ Deno.test("a checker without a key accepts nothing", () => {
   c.setPublicKey(null);
   const m = message();
   gen.addMacs(m, 0);
-  assert.equal(c.validate(m, SRC, false, 0), MacState.InvalidMac);
+  assert.equal(validate(c, m, SRC, false, 0), MacState.InvalidMac);
+});
+
+Deno.test("mac1 is checked in place, at any offset of a larger buffer, without touching the bytes", () => {
+  const { checker, gen } = setup();
+  const m = message();
+  gen.addMacs(m, 0);
+  const buf = new Uint8Array(1000).fill(0xcc);
+  buf.set(m, 333);
+  const copy = buf.slice();
+  assert.ok(checker.checkMac1(buf, 333, m.length));
+  assert.equal(checker.checkMac1(buf, 332, m.length), false, "a shifted window is junk");
+  assert.deepEqual(buf, copy);
+});
+
+Deno.test("BLAKE2s over a buffer range: RFC 7693's vector, and noble's result for every key and input length", () => {
+  const abc = new Uint8Array(32);
+  blake2sInto(new Uint8Array(0), new TextEncoder().encode("abc"), 0, 3, abc, 32);
+  assert.equal(
+    Array.from(abc, (b) => b.toString(16).padStart(2, "0")).join(""),
+    "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982", // RFC 7693 appendix B
+  );
+  const buf = new Uint8Array(300);
+  rng(buf);
+  for (let keyLen = 0; keyLen <= 32; keyLen += 4) {
+    const key = new Uint8Array(keyLen);
+    rng(key);
+    for (let len = 0; len <= 200; len += len < 70 ? 1 : 13) {
+      for (const outLen of [16, 32]) {
+        const want = blake2s(buf.subarray(7, 7 + len), { key: keyLen ? key : undefined, dkLen: outLen });
+        const got = new Uint8Array(outLen);
+        blake2sInto(key, buf, 7, len, got, outLen);
+        assert.deepEqual(got, want, `key ${keyLen} bytes, input ${len} bytes, output ${outLen} bytes`);
+      }
+    }
+  }
 });

@@ -26,6 +26,7 @@ import {
   INITIATION_MAC2,
   INITIATIONS_PER_SECOND,
   MAX_STAGED_PACKETS,
+  MESSAGE_INITIATION_LEN,
   readU32,
   REKEY_AFTER_TIME,
   REKEY_TIMEOUT,
@@ -33,6 +34,7 @@ import {
   RESPONSE_MAC2,
 } from "../../lib/messages.ts";
 import { formatGet, keyToHex, parseGet, parseSet } from "../../lib/uapi.ts";
+import { CookieGenerator } from "../../lib/cookie.ts";
 
 const payload = (n: number, fill = 0xab) => new Uint8Array(n).fill(fill);
 
@@ -536,6 +538,107 @@ Deno.test("not under load: MAC2 is not required and no cookie is sent", () => {
   const verdicts = pump(a, b);
   assert.ok(!verdicts.includes(Verdict.DropCookieSent));
   assert.equal(b.delivered.length, 1);
+});
+
+/**
+ * Feeds `to` type-1 datagrams with random bodies (148 bytes: the length an initiation must have) from random
+ * spoofed IPv4 sources, `rate` a second, advancing the fake clock 1 ms at a time; each must be dropped for its
+ * mac1 without a reply. Returns a function that floods until a given time.
+ */
+function junkFlood(to: Side, clock: FakeClock, rate: number): (until: number) => number {
+  const rng = seededRng(0x6a6b);
+  const junk = new Uint8Array(MESSAGE_INITIATION_LEN);
+  const src = { addr: new Uint8Array(4), port: 0 };
+  const start = clock.now();
+  let sent = 0;
+  return (until) => {
+    while (clock.t < until) {
+      clock.advance(1);
+      for (const due = Math.floor(((clock.t - start) * rate) / 1000); sent < due; sent++) {
+        rng(junk);
+        junk.set([1, 0, 0, 0]);
+        rng(src.addr);
+        src.port = 1024 + (sent % 60000);
+        const v = to.device.handleDatagram(junk, 0, junk.length, src);
+        if (v !== Verdict.DropInvalidMac) assert.fail(`junk #${sent}: ${Verdict[v]}`);
+      }
+      assert.equal(to.device.outbox.length, 0, "junk gets no reply");
+    }
+    return sent;
+  };
+}
+
+for (const rate of [300, 50_000]) {
+  Deno.test(`junk initiations at ${rate}/s: a peer's first handshake completes on its first attempt`, () => {
+    const { a, b, clock } = pair();
+    const flood = junkFlood(b, clock, rate);
+    flood(clock.t + 1500);
+    const start = clock.now();
+    send(a, packetAB(1));
+    let initiations = 0;
+    const verdicts: Verdict[] = [];
+    while (b.delivered.length === 0 && clock.now() - start < 1000) {
+      flood(clock.t + 1);
+      verdicts.push(...pump(a, b, (from, d) => {
+        if (from === a && d[0] === 1) initiations++;
+        return d;
+      }));
+    }
+    const sent = flood(clock.t + 500);
+    assert.ok(sent >= rate * 2, `the junk kept coming (${sent})`);
+    assert.deepEqual(b.delivered, [packetAB(1)], "the packet arrived");
+    assert.ok(clock.now() - start < 1000, `within a second (${clock.now() - start} ms)`);
+    assert.equal(initiations, 1, "on the first initiation");
+    assert.ok(!verdicts.includes(Verdict.DropCookieSent), "B demanded no cookie");
+  });
+}
+
+Deno.test("a flood of initiations with a valid mac1: cookie replies, then the rate limit per source", () => {
+  const { a, b, clock } = pair();
+  const rng = seededRng(5);
+  /** An attacker that knows B's public key: valid mac1, random body, and a cookie once B sends one. */
+  const attacker = (last: number) => {
+    const gen = new CookieGenerator(b.publicKey);
+    const src = new Endpoint(4, new Uint8Array([198, 51, 100, last]), 4000 + last);
+    const send = () => {
+      const m = new Uint8Array(MESSAGE_INITIATION_LEN);
+      rng(m);
+      m.set([1, 0, 0, 0]);
+      gen.addMacs(m, clock.now());
+      return b.device.handleDatagram(m, 0, m.length, src);
+    };
+    return { gen, src, send };
+  };
+  const x = attacker(1), y = attacker(2);
+  // 200 in a tenth of a second: the first 128 cost B a DH each (and fail); then B is under load.
+  const verdicts = Array.from({ length: 200 }, (_, i) => {
+    if (i % 2 === 0) clock.advance(1);
+    return x.send();
+  });
+  assert.deepEqual(verdicts.slice(0, 128), new Array(128).fill(Verdict.DropHandshake));
+  assert.deepEqual(verdicts.slice(128), new Array(72).fill(Verdict.DropCookieSent));
+  const replies = b.device.outbox.splice(0);
+  assert.equal(replies.length, 72);
+  assert.ok(replies.every((r) => r.data[0] === 3 && r.endpoint.toString() === "198.51.100.1:4001"));
+  // With the cookie for its address, the attacker gets through to the rate limiter: a burst of 5, then none.
+  assert.ok(x.gen.consumeReply(replies.at(-1)!.data, clock.now()));
+  const limited = Array.from({ length: 8 }, () => x.send());
+  assert.deepEqual(limited, [
+    ...new Array(5).fill(Verdict.DropHandshake),
+    ...new Array(3).fill(Verdict.DropRateLimited),
+  ]);
+  // The limit is per source: another address with its own cookie is not held back by the first one's.
+  assert.equal(y.send(), Verdict.DropCookieSent);
+  assert.ok(y.gen.consumeReply(b.device.outbox.splice(0)[0]!.data, clock.now()));
+  assert.equal(y.send(), Verdict.DropHandshake);
+  assert.equal(x.send(), Verdict.DropRateLimited);
+  // A legitimate peer is asked for a cookie too (paper 5.3), and is answered once it has one.
+  send(a, packetAB(1));
+  assert.deepEqual(pump(a, b), [Verdict.DropCookieSent, Verdict.Handled]);
+  clock.advance(REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX);
+  a.device.tick();
+  pump(a, b);
+  assert.deepEqual(b.delivered, [packetAB(1)]);
 });
 
 // ---------------------------------------------------------------- stats and configuration
