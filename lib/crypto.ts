@@ -231,6 +231,7 @@ function kdf(n: 1 | 2 | 3, key: Uint8Array, input: Uint8Array): Uint8Array[] {
     block.set(prev);
     block[prev.length] = i;
     prev = hmacBlake2s(t0, block);
+    block.fill(0); // it held the previous output
     out.push(prev);
   }
   t0.fill(0);

@@ -21,6 +21,7 @@ import {
   nobleAead,
   type Rng,
   type TransportAead,
+  zero,
 } from "./crypto.ts";
 import { Endpoint, ipTotalLength, IPV4_DST, IPV4_SRC, IPV6_DST, IPV6_SRC, ipVersion } from "./ip.ts";
 import {
@@ -165,11 +166,15 @@ export class Device implements TimerHandler<Peer> {
 
   // ---------------------------------------------------------------- configuration
 
-  /** Sets (or with null, removes) the private key. A peer with our own public key is removed (as `wg` does). */
+  /**
+   * Sets (or with null, removes) the private key; the one it replaces is wiped, as is every static-static DH
+   * made with it. A peer with our own public key is removed (as `wg` does).
+   */
   setPrivateKey(privateKey: Uint8Array | null): void {
     if (privateKey && isZero(privateKey)) privateKey = null;
     if (privateKey && this.identity && equalConstantTime(privateKey, this.identity.privateKey)) return;
     if (privateKey) privateKey = clampPrivateKey(privateKey.slice()); // as the kernel stores it
+    const old = this.identity;
     this.identity = privateKey ? { privateKey, publicKey: dhPublic(privateKey) } : null;
     this.#cookieChecker.setPublicKey(this.identity?.publicKey ?? null);
     for (const peer of [...this.peers.values()]) {
@@ -182,6 +187,7 @@ export class Device implements TimerHandler<Peer> {
       this.#retire(peer.clearKeypairs());
       this.#retireHandshake(peer);
     }
+    zero(old?.privateKey);
   }
 
   peer(publicKey: Uint8Array): Peer | undefined {
@@ -207,6 +213,7 @@ export class Device implements TimerHandler<Peer> {
     peer.staged = [];
     this.#retire(peer.clearKeypairs());
     this.#retireHandshake(peer);
+    peer.handshake.wipe();
     this.allowedIps.removeByPeer(peer);
     this.peers.delete(keyId(publicKey));
     return true;
@@ -226,7 +233,7 @@ export class Device implements TimerHandler<Peer> {
       if (u.updateOnly && !this.peer(u.publicKey)) continue;
       const peer = this.addPeer(u.publicKey);
       if (!peer) continue;
-      if (u.presharedKey !== undefined) peer.handshake.presharedKey = u.presharedKey.slice();
+      if (u.presharedKey !== undefined) peer.handshake.setPresharedKey(u.presharedKey);
       if (u.endpoint !== undefined) peer.endpoint = u.endpoint;
       if (u.replaceAllowedIps) this.allowedIps.removeByPeer(peer);
       for (const c of u.allowedIps) this.allowedIps.insert(c, peer);

@@ -101,6 +101,19 @@ export class Handshake {
     this.precomputedStaticStatic = local ? dh(local.privateKey, this.remoteStatic) : null;
   }
 
+  /** Sets the preshared key (all zeros for none), wiping the one it replaces. */
+  setPresharedKey(psk: Uint8Array): void {
+    zero(this.presharedKey);
+    this.presharedKey = psk.slice();
+  }
+
+  /** Wipes every secret this handshake holds, for a peer that is removed. */
+  wipe(): void {
+    this.clear();
+    zero(this.presharedKey, this.precomputedStaticStatic);
+    this.precomputedStaticStatic = null;
+  }
+
   /** Forgets the in-progress handshake (but not the replay and flood state, which must survive). */
   clear(): void {
     zero(this.hash, this.chainingKey, this.ephemeralPrivate, this.remoteEphemeral);
@@ -136,10 +149,32 @@ function mixHash(h: Uint8Array, data: Uint8Array): Uint8Array {
   return hash(h, data);
 }
 
+// Every chaining key is a secret: once a KDF has replaced it, it is wiped (the kernel overwrites it in place).
+// The constant Ci is shared by all handshakes and public, so it is never wiped; a handshake's stored chaining
+// key is copied before use, so that a message that fails leaves the handshake as it was.
+
+function retire(c: Uint8Array): void {
+  if (c !== INITIAL_CHAINING_KEY) c.fill(0);
+}
+
+/** C := KDF1(C, input). */
+function mixKey(c: Uint8Array, input: Uint8Array): Uint8Array {
+  const next = kdf1(c, input);
+  retire(c);
+  return next;
+}
+
+/** (C, k) := KDF2(C, input). */
+function mixKeyAndKey(c: Uint8Array, input: Uint8Array): [Uint8Array, Uint8Array] {
+  const [next, k] = kdf2(c, input);
+  retire(c);
+  return [next, k];
+}
+
 /**
  * The part of the response (paper 5.4.3) both sides compute alike once each has the two DH results: the
  * responder's ephemeral, ee, se and the preshared key. Returns the chaining key, the hash and the key that
- * seals the empty payload; the DH results and tau are wiped.
+ * seals the empty payload; the DH results, tau and every chaining key it replaces (`c` included) are wiped.
  */
 function responseKeySchedule(
   c: Uint8Array,
@@ -150,16 +185,16 @@ function responseKeySchedule(
   psk: Uint8Array,
 ): [Uint8Array, Uint8Array, Uint8Array] {
   /* e */
-  c = kdf1(c, ePub);
+  c = mixKey(c, ePub);
   h = mixHash(h, ePub);
   /* ee */
-  c = kdf1(c, ee);
+  c = mixKey(c, ee);
   /* se */
-  c = kdf1(c, se);
+  c = mixKey(c, se);
   /* psk */
   const [c2, tau, k] = kdf3(c, psk);
   h = mixHash(h, tau);
-  zero(ee, se, tau);
+  zero(ee, se, tau, c);
   return [c2, h, k];
 }
 
@@ -187,29 +222,34 @@ export function createInitiation(
   const ePriv = dhGenerate(rng);
   const ePub = dhPublic(ePriv);
   msg.set(ePub, INITIATION_EPHEMERAL);
-  c = kdf1(c, ePub);
+  c = mixKey(c, ePub);
   h = mixHash(h, ePub);
 
   /* es */
   const es = dh(ePriv, hs.remoteStatic);
-  if (!es) return fail();
+  if (!es) {
+    zero(ePriv, c);
+    return null;
+  }
   let k: Uint8Array;
-  [c, k] = kdf2(c, es);
+  [c, k] = mixKeyAndKey(c, es);
+  zero(es);
 
   /* s */
   const encStatic = aeadEncrypt(k, 0, local.publicKey, h);
   msg.set(encStatic, INITIATION_STATIC);
   h = mixHash(h, encStatic);
+  zero(k);
 
   /* ss */
-  [c, k] = kdf2(c, hs.precomputedStaticStatic);
+  [c, k] = mixKeyAndKey(c, hs.precomputedStaticStatic);
 
   /* {t} */
   const encTimestamp = aeadEncrypt(k, 0, tai64n(wallMs), h);
   msg.set(encTimestamp, INITIATION_TIMESTAMP);
   h = mixHash(h, encTimestamp);
 
-  zero(es, k);
+  zero(k);
   hs.clear();
   hs.chainingKey = c;
   hs.hash = h;
@@ -217,17 +257,13 @@ export function createInitiation(
   hs.localIndex = localIndex;
   hs.state = HandshakeState.CreatedInitiation;
   return msg;
-
-  function fail(): null {
-    zero(ePriv);
-    return null;
-  }
 }
 
 /**
  * Consumes a handshake initiation (paper 5.4.2) addressed to `local`. `findPeer` maps the decrypted initiator
  * static key to that peer's handshake. Returns the handshake, now in CONSUMED_INITIATION, or null when the
  * message does not decrypt, names no known peer, replays an old timestamp or comes too soon after the last.
+ * On every way out, the secrets derived so far are wiped.
  */
 export function consumeInitiation(
   msg: Uint8Array,
@@ -237,29 +273,35 @@ export function consumeInitiation(
 ): Handshake | null {
   let c = INITIAL_CHAINING_KEY;
   let h = mixHash(INITIAL_HASH, local.publicKey);
+  let k: Uint8Array | null = null;
+  const fail = (): null => {
+    retire(c);
+    zero(k);
+    return null;
+  };
 
   /* e */
   const ePub = msg.slice(INITIATION_EPHEMERAL, INITIATION_EPHEMERAL + NOISE_PUBLIC_KEY_LEN);
-  c = kdf1(c, ePub);
+  c = mixKey(c, ePub);
   h = mixHash(h, ePub);
 
   /* es */
   const es = dh(local.privateKey, ePub);
-  if (!es) return null;
-  let k: Uint8Array;
-  [c, k] = kdf2(c, es);
+  if (!es) return fail();
+  [c, k] = mixKeyAndKey(c, es);
   zero(es);
 
   /* s */
   const encStatic = msg.subarray(INITIATION_STATIC, INITIATION_TIMESTAMP);
   const sPub = aeadDecrypt(k, 0, encStatic, h);
-  if (!sPub) return null;
+  if (!sPub) return fail();
   h = mixHash(h, encStatic);
   const hs = findPeer(sPub);
-  if (!hs || !hs.precomputedStaticStatic) return null;
+  if (!hs || !hs.precomputedStaticStatic) return fail();
+  zero(k);
 
   /* ss */
-  [c, k] = kdf2(c, hs.precomputedStaticStatic);
+  [c, k] = mixKeyAndKey(c, hs.precomputedStaticStatic);
 
   /* {t} */
   const encTimestamp = msg.subarray(
@@ -267,15 +309,15 @@ export function consumeInitiation(
     INITIATION_TIMESTAMP + noiseEncryptedLen(NOISE_TIMESTAMP_LEN),
   );
   const t = aeadDecrypt(k, 0, encTimestamp, h);
+  if (!t) return fail();
   zero(k);
-  if (!t) return null;
   h = mixHash(h, encTimestamp);
 
   // Paper 5.1: a timestamp no greater than the last one is a replay; and at most INITIATIONS_PER_SECOND
   // initiations per peer are processed, so a flood of fresh ones cannot keep the responder busy.
   const replay = !tai64nAfter(t, hs.latestTimestamp);
   const flood = hs.lastInitiationConsumption + 1000 / INITIATIONS_PER_SECOND > now;
-  if (replay || flood) return null;
+  if (replay || flood) return fail();
 
   hs.clear();
   hs.latestTimestamp = t;
@@ -295,7 +337,7 @@ export function createResponse(hs: Handshake, localIndex: number, rng: Rng): Uin
   writeHeader(msg, MESSAGE_HANDSHAKE_RESPONSE);
   writeU32(msg, RESPONSE_SENDER, localIndex);
   writeU32(msg, RESPONSE_RECEIVER, hs.remoteIndex);
-  let c = hs.chainingKey;
+  let c: Uint8Array = hs.chainingKey.slice();
   let h = hs.hash;
 
   /* e */
@@ -305,7 +347,7 @@ export function createResponse(hs: Handshake, localIndex: number, rng: Rng): Uin
   const ee = dh(ePriv, hs.remoteEphemeral);
   const se = dh(ePriv, hs.remoteStatic);
   if (!ee || !se) {
-    zero(ePriv, ee, se);
+    zero(ePriv, ee, se, c);
     return null;
   }
   const [c2, h2, k] = responseKeySchedule(c, h, ePub, ee, se, hs.presharedKey);
@@ -317,7 +359,7 @@ export function createResponse(hs: Handshake, localIndex: number, rng: Rng): Uin
   msg.set(encEmpty, RESPONSE_EMPTY);
   h = mixHash(h, encEmpty);
 
-  zero(k);
+  zero(k, hs.chainingKey);
   hs.chainingKey = c;
   hs.hash = h;
   hs.ephemeralPrivate = ePriv;
@@ -339,7 +381,6 @@ export function consumeResponse(
   const hs = findHandshake(receiver);
   if (!hs || hs.state !== HandshakeState.CreatedInitiation || hs.localIndex !== receiver) return null;
   if (!hs.ephemeralPrivate) return null;
-  let c = hs.chainingKey;
   let h = hs.hash;
 
   /* e */
@@ -350,17 +391,21 @@ export function consumeResponse(
     zero(ee, se);
     return null;
   }
-  const [c2, h2, k] = responseKeySchedule(c, h, ePub, ee, se, hs.presharedKey);
-  c = c2;
+  // On a copy: a forged response (anyone can make a valid mac1) must leave the handshake able to take the real one.
+  const [c, h2, k] = responseKeySchedule(hs.chainingKey.slice(), h, ePub, ee, se, hs.presharedKey);
   h = h2;
 
   /* {} */
   const encEmpty = msg.subarray(RESPONSE_EMPTY, RESPONSE_EMPTY + noiseEncryptedLen(0));
   const ok = aeadDecrypt(k, 0, encEmpty, h);
   zero(k);
-  if (!ok) return null;
+  if (!ok) {
+    zero(c);
+    return null;
+  }
   h = mixHash(h, encEmpty);
 
+  zero(hs.chainingKey);
   hs.chainingKey = c;
   hs.hash = h;
   hs.remoteEphemeral = ePub;

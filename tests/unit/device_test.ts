@@ -772,3 +772,46 @@ Deno.test("removing a peer forgets its sessions and indices", () => {
   assert.equal(a.device.nextDeadline(), Infinity);
   assert.equal(send(a, packetAB(2)).verdict, Verdict.DropNoRoute);
 });
+
+// ---------------------------------------------------------------- key material is wiped
+
+Deno.test("a replaced or removed private key is wiped, with the static-static DH made with it", () => {
+  const { a, b } = pair();
+  const oldKey = a.device.identity!.privateKey;
+  const oldSs = peerOf(a, b).handshake.precomputedStaticStatic!;
+  a.device.setPrivateKey(dhGenerate(seededRng(78)));
+  assert.ok(isZero(oldKey), "the old private key");
+  assert.ok(isZero(oldSs), "the old static-static DH");
+  assert.ok(!isZero(peerOf(a, b).handshake.precomputedStaticStatic!), "a new one is made");
+  const newKey = a.device.identity!.privateKey;
+  const newSs = peerOf(a, b).handshake.precomputedStaticStatic!;
+  a.device.setPrivateKey(null);
+  assert.ok(isZero(newKey) && isZero(newSs), "removed");
+});
+
+Deno.test("a replaced preshared key is wiped; removing a peer wipes its preshared key and static-static DH", () => {
+  const { a, b } = pair({ psk: new Uint8Array(32).fill(0x33) });
+  connect(a, b, new FakeClock());
+  const peer = peerOf(a, b);
+  const oldPsk = peer.handshake.presharedKey;
+  const update = (presharedKey: Uint8Array) =>
+    a.device.apply({
+      replacePeers: false,
+      peers: [{
+        publicKey: b.publicKey,
+        remove: false,
+        updateOnly: true,
+        presharedKey,
+        replaceAllowedIps: false,
+        allowedIps: [],
+      }],
+    });
+  update(new Uint8Array(32).fill(0x44));
+  assert.ok(isZero(oldPsk), "the replaced preshared key");
+  const psk = peer.handshake.presharedKey, ss = peer.handshake.precomputedStaticStatic!;
+  const keys = [peer.current!.sendKey, peer.current!.receiveKey];
+  a.device.removePeer(b.publicKey);
+  assert.ok(isZero(psk), "the removed peer's preshared key");
+  assert.ok(isZero(ss), "its static-static DH");
+  assert.ok(keys.every(isZero), "its session keys");
+});

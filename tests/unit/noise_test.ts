@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
-import { dh, dhGenerate, dhPublic, isZero } from "../../lib/crypto.ts";
+import { dh, dhGenerate, dhPublic, isZero, nobleX25519, useX25519, x25519Backend } from "../../lib/crypto.ts";
 import {
   INITIATION_EPHEMERAL,
+  INITIATION_STATIC,
   INITIATIONS_PER_SECOND,
   MESSAGE_INITIATION_LEN,
   MESSAGE_RESPONSE_LEN,
   readU32,
+  RESPONSE_EMPTY,
   RESPONSE_EPHEMERAL,
 } from "../../lib/messages.ts";
 import {
@@ -188,4 +190,102 @@ Deno.test("every initiation is different (fresh ephemeral), even at the same tim
   const a = createInitiation(s.hsI, s.i, 1, WALL, rng)!;
   const b = createInitiation(s.hsI, s.i, 1, WALL, rng)!;
   assert.notDeepEqual(a.subarray(8, 40), b.subarray(8, 40));
+});
+
+// ---------------------------------------------------------------- key material is wiped
+
+Deno.test("chaining keys are wiped once used: when the next message replaces them, and after the session keys", () => {
+  const s = setup();
+  const init = createInitiation(s.hsI, s.i, 1, WALL, rng)!;
+  const initiatorAfterInit = s.hsI.chainingKey;
+  assert.ok(consumeInitiation(init, s.r, () => s.hsR, 0));
+  const responderAfterInit = s.hsR.chainingKey;
+  const resp = createResponse(s.hsR, 2, rng)!;
+  assert.ok(isZero(responderAfterInit), "the responder's, replaced by its response");
+  const responderAfterResp = s.hsR.chainingKey;
+  assert.ok(beginSession(s.hsR, 0));
+  assert.ok(isZero(responderAfterResp), "the responder's, used for the session keys");
+  assert.ok(consumeResponse(resp, s.i, () => s.hsI));
+  assert.ok(isZero(initiatorAfterInit), "the initiator's, replaced by the response");
+  const initiatorAfterResp = s.hsI.chainingKey;
+  assert.ok(beginSession(s.hsI, 0));
+  assert.ok(isZero(initiatorAfterResp), "the initiator's, used for the session keys");
+});
+
+/** Runs `fn` with an X25519 that records every shared secret it hands out. */
+function recordingDh<T>(fn: (secrets: Uint8Array[]) => T): T {
+  const secrets: Uint8Array[] = [];
+  const before = x25519Backend();
+  useX25519({
+    name: "recording",
+    sharedSecret(priv, pub) {
+      const out = nobleX25519.sharedSecret(priv, pub);
+      if (out) secrets.push(out);
+      return out;
+    },
+    publicKey: nobleX25519.publicKey,
+  });
+  try {
+    return fn(secrets);
+  } finally {
+    useX25519(before);
+  }
+}
+
+Deno.test("failed messages wipe the DH results they made and leave the handshake as it was", () => {
+  const s = setup();
+  const init = createInitiation(s.hsI, s.i, 1, WALL, rng)!;
+  const badStatic = init.slice();
+  badStatic[INITIATION_STATIC]! ^= 1;
+  const cases: [string, () => Handshake | null][] = [
+    ["the static key does not decrypt", () => consumeInitiation(badStatic, s.r, () => s.hsR, 0)],
+    ["unknown peer", () => consumeInitiation(init, s.r, () => undefined, 0)],
+  ];
+  for (const [why, run] of cases) {
+    recordingDh((secrets) => {
+      assert.equal(run(), null, why);
+      assert.equal(secrets.length, 1, `${why}: es was computed`);
+      assert.ok(secrets.every(isZero), `${why}: es is wiped`);
+    });
+    assert.equal(s.hsR.state, HandshakeState.Zeroed, why);
+  }
+  assert.ok(consumeInitiation(init, s.r, () => s.hsR, 0));
+  const kept = s.hsR.chainingKey.slice();
+  recordingDh((secrets) => {
+    assert.equal(consumeInitiation(init, s.r, () => s.hsR, 1000), null, "a replay");
+    assert.ok(secrets.length === 1 && secrets.every(isZero), "a replay: es is wiped");
+  });
+  assert.deepEqual(s.hsR.chainingKey, kept, "the replay did not touch the consumed initiation");
+
+  // A response that fails to authenticate (anyone knowing our public key can give it a valid mac1) must not
+  // cost the initiator its handshake: the real response still completes it.
+  const resp = createResponse(s.hsR, 2, rng)!;
+  const forged = resp.slice();
+  forged[RESPONSE_EMPTY]! ^= 1;
+  const initiatorKey = s.hsI.chainingKey.slice();
+  recordingDh((secrets) => {
+    assert.equal(consumeResponse(forged, s.i, () => s.hsI), null);
+    assert.ok(secrets.length === 2 && secrets.every(isZero), "ee and se are wiped");
+  });
+  assert.deepEqual(s.hsI.chainingKey, initiatorKey);
+  assert.equal(s.hsI.state, HandshakeState.CreatedInitiation);
+  assert.ok(consumeResponse(resp, s.i, () => s.hsI));
+});
+
+Deno.test("a replaced preshared key is wiped; wipe() clears the preshared key and the static-static DH", () => {
+  const s = setup();
+  const caller = new Uint8Array(32).fill(7);
+  s.hsI.setPresharedKey(caller);
+  const first = s.hsI.presharedKey;
+  assert.notEqual(first, caller, "the handshake keeps its own copy");
+  s.hsI.setPresharedKey(new Uint8Array(32).fill(8));
+  assert.ok(isZero(first), "the replaced one is wiped");
+  assert.ok(caller.every((b) => b === 7), "the caller's buffer is the caller's");
+  const psk = s.hsI.presharedKey, ss = s.hsI.precomputedStaticStatic!;
+  createInitiation(s.hsI, s.i, 1, WALL, rng);
+  const eph = s.hsI.ephemeralPrivate!;
+  s.hsI.wipe();
+  assert.ok(isZero(psk) && isZero(ss) && isZero(eph));
+  assert.equal(s.hsI.precomputedStaticStatic, null);
+  assert.equal(createInitiation(s.hsI, s.i, 2, WALL, rng), null, "nothing left to make a handshake with");
 });
