@@ -149,3 +149,22 @@ export function selectX25519(value: string | undefined = process.env.TYPETUN_CRY
     return nobleX25519;
   }
 }
+
+/**
+ * The warning the daemon logs at start when handshakes run on noble's X25519, or null for a native one. noble's
+ * scalar multiplication uses BigInt arithmetic, which is not constant-time: how long a handshake takes may
+ * leak bits of the private key to someone who can time many of them closely. libsodium's is constant-time.
+ * @param impl the X25519 in use (see {@link selectX25519})
+ * @param value the `TYPETUN_CRYPTO` setting it was chosen by
+ */
+export function x25519Warning(
+  impl: X25519,
+  value: string | undefined = process.env.TYPETUN_CRYPTO,
+): string | null {
+  if (impl !== nobleX25519) return null;
+  const how = value?.trim().toLowerCase() === "noble"
+    ? "unset TYPETUN_CRYPTO=noble to use libsodium's"
+    : "libsodium was not found: install it (Debian: libsodium23) for a constant-time one";
+  return `Warning: X25519 is noble's pure TypeScript code, which is not constant-time (handshake timing may ` +
+    `leak the private key); ${how}`;
+}
