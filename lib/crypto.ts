@@ -138,16 +138,20 @@ function b2sLoad(src: Uint8Array, at: number, end: number): void {
   }
 }
 
-/** The mixing function G (RFC 7693 section 3.1) with BLAKE2s's rotations 16, 12, 8, 7. */
+/**
+ * The mixing function G (RFC 7693 section 3.1) with BLAKE2s's rotations 16, 12, 8, 7. It takes the indices of
+ * its two message words rather than the words: a 32-bit value passed to a function may be boxed as a heap
+ * number, and this runs 80 times per block.
+ */
 function b2sG(a: number, b: number, c: number, d: number, x: number, y: number): void {
   const v = b2sV;
-  v[a] = v[a]! + v[b]! + x;
+  v[a] = v[a]! + v[b]! + b2sM[x]!;
   let t = v[d]! ^ v[a]!;
   v[d] = (t >>> 16) | (t << 16);
   v[c] = v[c]! + v[d]!;
   t = v[b]! ^ v[c]!;
   v[b] = (t >>> 12) | (t << 20);
-  v[a] = v[a]! + v[b]! + y;
+  v[a] = v[a]! + v[b]! + b2sM[y]!;
   t = v[d]! ^ v[a]!;
   v[d] = (t >>> 8) | (t << 24);
   v[c] = v[c]! + v[d]!;
@@ -157,7 +161,7 @@ function b2sG(a: number, b: number, c: number, d: number, x: number, y: number):
 
 /** The compression function F (RFC 7693 section 3.2) on the loaded block; `t` counts bytes so far (< 2^32). */
 function b2sCompress(t: number, last: boolean): void {
-  const v = b2sV, m = b2sM, s = B2S_SIGMA;
+  const v = b2sV, s = B2S_SIGMA;
   for (let i = 0; i < 8; i++) {
     v[i] = b2sH[i]!;
     v[i + 8] = B2S_IV[i]!;
@@ -165,14 +169,14 @@ function b2sCompress(t: number, last: boolean): void {
   v[12] ^= t;
   if (last) v[14] = ~v[14]!;
   for (let r = 0; r < 160; r += 16) {
-    b2sG(0, 4, 8, 12, m[s[r]!]!, m[s[r + 1]!]!);
-    b2sG(1, 5, 9, 13, m[s[r + 2]!]!, m[s[r + 3]!]!);
-    b2sG(2, 6, 10, 14, m[s[r + 4]!]!, m[s[r + 5]!]!);
-    b2sG(3, 7, 11, 15, m[s[r + 6]!]!, m[s[r + 7]!]!);
-    b2sG(0, 5, 10, 15, m[s[r + 8]!]!, m[s[r + 9]!]!);
-    b2sG(1, 6, 11, 12, m[s[r + 10]!]!, m[s[r + 11]!]!);
-    b2sG(2, 7, 8, 13, m[s[r + 12]!]!, m[s[r + 13]!]!);
-    b2sG(3, 4, 9, 14, m[s[r + 14]!]!, m[s[r + 15]!]!);
+    b2sG(0, 4, 8, 12, s[r]!, s[r + 1]!);
+    b2sG(1, 5, 9, 13, s[r + 2]!, s[r + 3]!);
+    b2sG(2, 6, 10, 14, s[r + 4]!, s[r + 5]!);
+    b2sG(3, 7, 11, 15, s[r + 6]!, s[r + 7]!);
+    b2sG(0, 5, 10, 15, s[r + 8]!, s[r + 9]!);
+    b2sG(1, 6, 11, 12, s[r + 10]!, s[r + 11]!);
+    b2sG(2, 7, 8, 13, s[r + 12]!, s[r + 13]!);
+    b2sG(3, 4, 9, 14, s[r + 14]!, s[r + 15]!);
   }
   for (let i = 0; i < 8; i++) b2sH[i] = b2sH[i]! ^ v[i]! ^ v[i + 8]!;
 }

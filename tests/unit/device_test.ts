@@ -540,6 +540,30 @@ Deno.test("not under load: MAC2 is not required and no cookie is sent", () => {
   assert.equal(b.delivered.length, 1);
 });
 
+Deno.test("each message type has its exact length (data: at least a keepalive); anything else is malformed", () => {
+  const { a, b } = pair();
+  send(a, packetAB(1));
+  const [init] = drain(a);
+  for (const [type, len] of [[1, 148], [2, 92], [3, 64], [4, 32]]) {
+    for (const wrong of [len - 1, len + 1, 4, 0]) {
+      if (type === 4 && wrong > len) continue; // data may be longer
+      const m = new Uint8Array(Math.max(wrong, 4));
+      m.set(init!.subarray(0, m.length));
+      m[0] = type;
+      assert.equal(
+        b.device.handleDatagram(m, 0, wrong, a.endpoint),
+        Verdict.DropMalformed,
+        `type ${type}, ${wrong} bytes`,
+      );
+    }
+  }
+  const longer = new Uint8Array(149);
+  longer.set(init!);
+  assert.equal(deliver(b, longer, a.endpoint), Verdict.DropMalformed, "a valid initiation with a byte more");
+  assert.equal(b.device.outbox.length, 0);
+  assert.equal(deliver(b, init!, a.endpoint), Verdict.Handled, "the initiation itself is fine");
+});
+
 /**
  * Feeds `to` type-1 datagrams with random bodies (148 bytes: the length an initiation must have) from random
  * spoofed IPv4 sources, `rate` a second, advancing the fake clock 1 ms at a time; each must be dropped for its
