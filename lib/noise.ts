@@ -391,7 +391,8 @@ export function consumeResponse(
     zero(ee, se);
     return null;
   }
-  // On a copy: a forged response (anyone can make a valid mac1) must leave the handshake able to take the real one.
+  // On a copy: a forged response (anyone can give it a valid mac1) must leave the handshake able to take
+  // the real one.
   const [c, h2, k] = responseKeySchedule(hs.chainingKey.slice(), h, ePub, ee, se, hs.presharedKey);
   h = h2;
 
