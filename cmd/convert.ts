@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { ConfigError, detectFormat, formatConf, formatToml, parseConfig, stripQuick } from "../lib/config.ts";
+import { ConfigError, convertConfig } from "../lib/config.ts";
 
 const USAGE = `Usage: typetun convert <file> [--to toml|conf] [--strip]
 `;
@@ -30,6 +30,11 @@ case-insensitively). Values may be typed or written as in a .conf file:
   AllowedIPs = ["10.0.0.2/32"]       # or "10.0.0.2/32, fd00::2/128"
   Endpoint = "vpn.example.com:51820"
   PersistentKeepalive = 25
+
+The output always reads back as the same configuration. What the target format cannot carry unchanged is
+refused with an error naming the key: a .conf line cannot hold a hook command that spans lines or begins or
+ends with whitespace. A # inside a hook is kept (as current wg-quick keeps it; older wg-quick cut the command
+there). Name the output *.conf or *.toml: a file without either extension is recognised by its content.
 `;
 
 /** `typetun convert FILE [--to toml|conf] [--strip]`. */
@@ -62,17 +67,18 @@ export function convertMain(args: string[]): number {
     process.stderr.write(`${path}: ${(e as Error).message}\n`);
     return 1;
   }
-  const from = detectFormat(path, text);
-  let cfg;
+  let out;
   try {
-    cfg = parseConfig(text, { file: path, format: from });
+    out = convertConfig(text, {
+      file: path,
+      to: values.to as "toml" | "conf" | undefined,
+      strip: values.strip ?? false,
+    });
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     process.stderr.write(`${e.message}\n`);
     return 1;
   }
-  if (values.strip) cfg = stripQuick(cfg);
-  const to = values.to ?? (from === "toml" ? "conf" : "toml");
-  process.stdout.write(to === "toml" ? formatToml(cfg) : formatConf(cfg));
+  process.stdout.write(out.text);
   return 0;
 }

@@ -198,16 +198,24 @@ export function parseConfig(text: string, options: ParseOptions & { format?: Con
  * Parses a `.conf` file. Lines are read as wg(8)'s config.c reads them: everything from `#` on is a comment,
  * section names and keys are case-insensitive, repeated `AllowedIPs`, `Address` and `DNS` lines add to the list,
  * a repeated single-valued key replaces the earlier value. Whitespace is removed from the values of wg's own keys
- * (wg strips every space of a line); wg-quick's hook commands keep theirs, trimmed at both ends as wg-quick
- * trims them, and wg-quick splits `Address` and `DNS` at commas and spaces.
+ * (wg strips every space of a line), and wg-quick splits `Address` and `DNS` at commas and spaces.
+ *
+ * The hook commands (PreUp, PostUp, PreDown, PostDown) are read as current wg-quick reads them (linux.bash
+ * parse_options, `unstripped_value`; v1.0.20260223 here): everything after the first `=`, `#` included (the
+ * shell decides what a `#` means: `--comment 'wg#1'` stays whole, ` # note` is a shell comment), trimmed at
+ * both ends. Older wg-quick (Debian 12's v1.0.20210914) cut hooks at the first `#` as well. wg-quick trims
+ * bash's `[[:space:]]`, which depends on the locale; this trims every space JavaScript knows (ASCII and
+ * Unicode, no-break spaces too), exactly what {@link confHookProblem} refuses to write, so whatever a .conf
+ * file holds can be written back as .conf.
  */
 export function parseConf(text: string, options: ParseOptions = {}): WgConfig {
   const b = new Builder(options.file ?? "(config)", options.wgOnly ?? false);
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
     const lineNo = i + 1;
-    const hash = lines[i]!.indexOf("#");
-    const line = (hash < 0 ? lines[i]! : lines[i]!.slice(0, hash)).trim();
+    const raw = lines[i]!;
+    const hash = raw.indexOf("#");
+    const line = (hash < 0 ? raw : raw.slice(0, hash)).trim();
     if (line === "") continue;
     if (line.startsWith("[")) {
       b.section(line.replace(/\s+/g, ""), lineNo);
@@ -215,7 +223,12 @@ export function parseConf(text: string, options: ParseOptions = {}): WgConfig {
     }
     const eq = line.indexOf("=");
     if (eq < 0) b.fail(lineNo, `expected "Key = Value", got ${quote(line)}`);
-    b.set(line.slice(0, eq).trim(), line.slice(eq + 1).trim(), lineNo);
+    const key = line.slice(0, eq).trim();
+    // The first `=` of the line is the first of its comment-free part, as `eq` lies before any `#`.
+    const value = HOOK_KEYS.has(CANONICAL.get(key.toLowerCase())?.name ?? "")
+      ? raw.slice(raw.indexOf("=") + 1).trim()
+      : line.slice(eq + 1).trim();
+    b.set(key, value, lineNo);
   }
   return b.finish();
 }
@@ -298,36 +311,188 @@ function tomlKeys(b: Builder, table: Record<string, unknown>, lineOf: (key: stri
 }
 
 /**
- * Finds the line of a key in TOML text, for error messages (the parsed document carries no positions): it
- * follows `[table]` and `[[array]]` headers and counts array elements. Falls back to the header's line, or 0.
+ * The lines of TOML tables and keys, for error messages (the parsed document carries no positions). One pass
+ * over the text, in linear time whatever it holds: it follows `[table]` and `[[array]]` headers, counts array
+ * elements, and skips values (strings, multi-line strings, arrays and inline tables spanning lines, comments)
+ * so that nothing inside a value is mistaken for a header or a key. It runs only on text smol-toml accepted,
+ * but stays linear on any input (no regular expression, no recursion, every character looked at once).
  */
 class TomlLocator {
-  readonly #lines: string[];
-  constructor(text: string) {
-    this.#lines = text.split("\n");
+  /** `table \0 element \0 key` → the first line. element is the array index, or `*` for any. */
+  readonly #lines = new Map<string, number>();
+  #table: string | null = null;
+  #element = "*";
+  readonly #counts = new Map<string, number>();
+  #i = 0;
+  #line = 1;
+
+  constructor(private readonly text: string) {
+    this.#scan();
   }
 
-  /** The line of `key` in `table` (its `index`th element for an array of tables; null = top level). */
+  /** The line of `key` in `table` (its `index`th element for an array of tables; null = top level), else of
+   * the table's header; 0 if neither is found. */
   line(table: string | null, index: number | null, key: string | null): number {
-    let current: string | null = null, count = -1, headerLine = 0;
-    for (let i = 0; i < this.#lines.length; i++) {
-      const l = this.#lines[i]!.trim();
-      const header = /^(\[\[?)\s*["']?([^\]"']*?)["']?\s*\]\]?/.exec(l);
-      if (header) {
-        current = header[2]!;
-        if (current === table) {
-          if (header[1] === "[[") count++;
-          if (index === null || index === count) headerLine = headerLine || i + 1;
+    const el = index === null ? "*" : String(index);
+    return (key !== null ? this.#lines.get(locatorKey(table, el, key)) : undefined) ??
+      this.#lines.get(locatorKey(table, el, "")) ?? 0;
+  }
+
+  #record(table: string | null, key: string): void {
+    for (const el of this.#element === "*" ? ["*"] : [this.#element, "*"]) {
+      const k = locatorKey(table, el, key);
+      if (!this.#lines.has(k)) this.#lines.set(k, this.#line);
+    }
+  }
+
+  #scan(): void {
+    const t = this.text;
+    while (this.#i < t.length) {
+      const c = t[this.#i]!;
+      if (c === " " || c === "\t" || c === "\r") this.#i++;
+      else if (c === "\n") this.#newline();
+      else if (c === "#") this.#toEol();
+      else if (c === "[") this.#header();
+      else {
+        const path = this.#keyPath();
+        if (path.first !== null) this.#record(this.#table, path.first);
+        if (t[this.#i] === "=") {
+          this.#i++;
+          this.#value();
+        } else {
+          this.#toEol(); // not TOML; smol-toml has already said so
         }
-        continue;
-      }
-      const here = current === table && (index === null || index === count);
-      if (here && key !== null) {
-        const m = /^["']?([^"'=]+?)["']?\s*=/.exec(l);
-        if (m && m[1] === key) return i + 1;
       }
     }
-    return headerLine;
+  }
+
+  #newline(): void {
+    this.#i++;
+    this.#line++;
+  }
+
+  /** To the end of the line, leaving the newline. */
+  #toEol(): void {
+    const nl = this.text.indexOf("\n", this.#i);
+    this.#i = nl < 0 ? this.text.length : nl;
+  }
+
+  /** `[a.b]` or `[[a.b]]`: the table is `a`; `b` is recorded as a key of it (a sub-table's line). */
+  #header(): void {
+    const t = this.text;
+    const array = t[this.#i + 1] === "[";
+    this.#i += array ? 2 : 1;
+    const path = this.#keyPath();
+    this.#toEol();
+    if (path.first === null) return;
+    const table = path.first;
+    if (path.second === null) {
+      this.#table = table;
+      if (array) {
+        const n = (this.#counts.get(table) ?? -1) + 1;
+        this.#counts.set(table, n);
+        this.#element = String(n);
+      } else {
+        this.#element = "*";
+      }
+      this.#record(table, "");
+    } else {
+      // A sub-table of the last element (TOML 1.0, "Array of Tables"): its keys are not this table's.
+      this.#table = `${table}.${path.second}`;
+      this.#record(table, path.second);
+    }
+  }
+
+  /** A dotted key up to `=` or `]`: its first two parts (null when absent), unquoted. */
+  #keyPath(): { first: string | null; second: string | null } {
+    const t = this.text;
+    let first: string | null = null, second: string | null = null, n = 0;
+    while (this.#i < t.length) {
+      while (t[this.#i] === " " || t[this.#i] === "\t") this.#i++;
+      const c = t[this.#i];
+      let part: string | null;
+      if (c === '"' || c === "'") {
+        const start = this.#i;
+        this.#string();
+        const raw = t.slice(start, this.#i);
+        part = c === "'" ? raw.slice(1, -1) : unquoteBasic(raw);
+      } else {
+        const start = this.#i;
+        while (this.#i < t.length && isBareKeyChar(t.charCodeAt(this.#i))) this.#i++;
+        if (this.#i === start) break;
+        part = t.slice(start, this.#i);
+      }
+      if (n === 0) first = part;
+      else if (n === 1) second = part;
+      n++;
+      while (t[this.#i] === " " || t[this.#i] === "\t") this.#i++;
+      if (t[this.#i] !== ".") break;
+      this.#i++;
+    }
+    return { first, second };
+  }
+
+  /** Skips a value: a scalar, a string of any kind, or arrays and inline tables nested to any depth. */
+  #value(): void {
+    const t = this.text;
+    let depth = 0;
+    while (this.#i < t.length) {
+      const c = t[this.#i]!;
+      if (c === '"' || c === "'") this.#string();
+      else if (c === "[" || c === "{") {
+        depth++;
+        this.#i++;
+      } else if (c === "]" || c === "}") {
+        if (depth > 0) depth--;
+        this.#i++;
+      } else if (c === "#") this.#toEol();
+      else if (c === "\n") {
+        if (depth === 0) return;
+        this.#newline();
+      } else this.#i++;
+    }
+  }
+
+  /** Skips a string at the cursor: basic or literal, single- or multi-line (counting its lines). */
+  #string(): void {
+    const t = this.text;
+    const q = t[this.#i]!;
+    const multi = t[this.#i + 1] === q && t[this.#i + 2] === q;
+    this.#i += multi ? 3 : 1;
+    while (this.#i < t.length) {
+      const c = t[this.#i]!;
+      if (c === "\\" && q === '"') {
+        if (t[this.#i + 1] === "\n") this.#line++;
+        this.#i += 2;
+      } else if (c === "\n") {
+        if (!multi) return; // unterminated; the newline ends the line
+        this.#newline();
+      } else if (c === q && (!multi || (t[this.#i + 1] === q && t[this.#i + 2] === q))) {
+        this.#i += multi ? 3 : 1;
+        // Up to two more quotes may close a multi-line string (TOML 1.0: `""""" ` ends with two quotes inside).
+        if (multi) { for (let k = 0; k < 2 && t[this.#i] === q; k++) this.#i++; }
+        return;
+      } else this.#i++;
+    }
+  }
+}
+
+function locatorKey(table: string | null, element: string, key: string): string {
+  return `${table === null ? "" : `[${table}]`}\0${element}\0${key}`;
+}
+
+/** TOML 1.0 bare keys: A-Za-z0-9_- */
+function isBareKeyChar(c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x5f ||
+    c === 0x2d;
+}
+
+/** A TOML basic string's text, quotes included, to its value (as JSON reads it; raw when it cannot). */
+function unquoteBasic(raw: string): string {
+  try {
+    return JSON.parse(raw.replace(/\\U([0-9A-Fa-f]{8})/g, (_, h) => String.fromCodePoint(parseInt(h, 16))));
+  } catch {
+    return raw.slice(1, -1);
   }
 }
 
@@ -474,6 +639,10 @@ class Builder {
       }
       default: {
         if (value === "") this.fail(line, `empty ${name} command`);
+        // bash drops NUL bytes from what it reads and cannot pass one in an argument: no shell runs this.
+        if (value.includes("\0")) {
+          this.fail(line, `${name} command holds a NUL character, which a shell cannot run`);
+        }
         const list = name === "PreUp"
           ? cfg.preUp
           : name === "PostUp"
@@ -600,11 +769,34 @@ export function formatCidrLikeWg(c: Cidr): string {
 
 // ---- Formatting ----
 
+/** Where {@link formatConf} and {@link formatToml} name the configuration in their errors. */
+export interface FormatOptions {
+  /** The name errors show (the input file when converting); default "(config)". */
+  file?: string;
+}
+
 /**
  * The `.conf` spelling. The WireGuard part is byte for byte what `wg showconf` prints; the wg-quick keys come
  * first in [Interface], in the order wg-quick's save_config writes them (one Address and one DNS line each).
+ *
+ * A hook command a `.conf` line cannot carry unchanged is refused with a ConfigError naming the key and why
+ * ({@link confHookProblem}), rather than written in a way that reads back as something else: parseConf of the
+ * result always equals the input (for a configuration that came from parseConfig).
  */
-export function formatConf(cfg: WgConfig): string {
+export function formatConf(cfg: WgConfig, options: FormatOptions = {}): string {
+  for (const [k, cmds] of hooks(cfg)) {
+    cmds.forEach((c, i) => {
+      const problem = confHookProblem(c);
+      if (problem) {
+        const which = cmds.length > 1 ? `${k} command ${i + 1}` : k;
+        throw new ConfigError(
+          options.file ?? "(config)",
+          0,
+          `${which} ${quote(c)} cannot be written to a .conf file: ${problem}`,
+        );
+      }
+    });
+  }
   let out = "[Interface]\n";
   for (const a of cfg.addresses) out += `Address = ${formatInterfaceAddress(a)}\n`;
   for (const d of [...cfg.dns, ...cfg.dnsSearch]) out += `DNS = ${d}\n`;
@@ -629,8 +821,48 @@ export function formatConf(cfg: WgConfig): string {
   return out;
 }
 
-/** The TOML spelling, in the same order as {@link formatConf}, with typed values. */
-export function formatToml(cfg: WgConfig): string {
+/**
+ * Why a hook command cannot be a `.conf` value, or null if it can. A value is the rest of one line, trimmed
+ * (wg-quick and parseConf alike), so it cannot hold a line break nor begin or end with whitespace (any that
+ * parseConf trims, which covers what bash trims in any locale); the file is UTF-8 text read by bash, so no NUL
+ * and no lone UTF-16 surrogate. A `#` is fine: parseConf and current wg-quick keep it in hooks.
+ */
+export function confHookProblem(cmd: string): string | null {
+  if (cmd === "") return "it is empty";
+  const nl = cmd.search(/[\n]/);
+  if (nl >= 0) {
+    return "it holds a line break, and a .conf value ends at the end of its line (the rest would be read " +
+      "as further lines of the file); put the commands in a script, or give each its own line in a TOML list";
+  }
+  if (/^\s/.test(cmd)) return "it begins with whitespace, which .conf readers (wg-quick too) trim";
+  if (/\s$/.test(cmd)) return "it ends with whitespace, which .conf readers (wg-quick too) trim";
+  if (cmd.includes("\0")) return "it holds a NUL character, which a shell cannot run";
+  if (LONE_SURROGATE.test(cmd)) {
+    return "it is not valid Unicode (a lone UTF-16 surrogate cannot be written as UTF-8)";
+  }
+  return null;
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * The TOML spelling, in the same order as {@link formatConf}, with typed values. TOML strings hold any text
+ * (line breaks and edge whitespace escaped), so only a hook that is not valid Unicode is refused.
+ */
+export function formatToml(cfg: WgConfig, options: FormatOptions = {}): string {
+  for (const [k, cmds] of hooks(cfg)) {
+    for (const c of cmds) {
+      if (LONE_SURROGATE.test(c)) {
+        throw new ConfigError(
+          options.file ?? "(config)",
+          0,
+          `${k} ${
+            quote(c)
+          } cannot be written to a TOML file: it is not valid Unicode (a lone UTF-16 surrogate)`,
+        );
+      }
+    }
+  }
   const list = (xs: string[]) => `[${xs.map(tomlString).join(", ")}]`;
   let out = "[Interface]\n";
   if (cfg.addresses.length > 0) out += `Address = ${list(cfg.addresses.map(formatInterfaceAddress))}\n`;
@@ -650,6 +882,60 @@ export function formatToml(cfg: WgConfig): string {
     if (p.persistentKeepalive !== undefined) out += `PersistentKeepalive = ${p.persistentKeepalive}\n`;
   }
   return out;
+}
+
+/**
+ * What `typetun convert` does, without the I/O: parse `text` in its spelling, optionally strip the wg-quick
+ * keys, and write it in the other spelling (or `to`). Throws ConfigError for a bad input, and for a hook the
+ * output spelling cannot carry unchanged: the output always parses back to the same configuration.
+ */
+export function convertConfig(
+  text: string,
+  options: { file?: string; from?: ConfigFormat; to?: ConfigFormat; strip?: boolean } = {},
+): { from: ConfigFormat; to: ConfigFormat; text: string } {
+  const file = options.file ?? "(config)";
+  const from = options.from ?? detectFormat(file, text);
+  let cfg = parseConfig(text, { file, format: from });
+  if (options.strip) cfg = stripQuick(cfg);
+  const to = options.to ?? (from === "toml" ? "conf" : "toml");
+  return { from, to, text: to === "toml" ? formatToml(cfg, { file }) : formatConf(cfg, { file }) };
+}
+
+/**
+ * True if two configurations mean the same: the same keys with the same values, lists in the same order
+ * (whatever order the fields were set in, and whichever spelling they came from).
+ */
+export function sameConfig(a: WgConfig, b: WgConfig): boolean {
+  return canonical(a) === canonical(b);
+}
+
+function canonical(c: WgConfig): string {
+  const bytes = (k: Uint8Array | undefined) => k === undefined ? null : Array.from(k);
+  const cidr = (
+    x: { family: number; addr: Uint8Array; prefixLen: number },
+  ) => [x.family, bytes(x.addr), x.prefixLen];
+  return JSON.stringify([
+    bytes(c.privateKey),
+    c.listenPort ?? null,
+    c.fwmark ?? null,
+    c.peers.map((p) => [
+      bytes(p.publicKey),
+      bytes(p.presharedKey),
+      p.endpoint ? [p.endpoint.host, p.endpoint.port] : null,
+      p.persistentKeepalive ?? null,
+      p.allowedIps.map(cidr),
+    ]),
+    c.addresses.map(cidr),
+    c.dns,
+    c.dnsSearch,
+    c.mtu ?? null,
+    c.table ?? null,
+    c.preUp,
+    c.postUp,
+    c.preDown,
+    c.postDown,
+    c.saveConfig,
+  ]);
 }
 
 function hooks(cfg: WgConfig): [string, string[]][] {

@@ -3,6 +3,7 @@ import {
   ConfigError,
   configFromDevice,
   configToUpdate,
+  convertConfig,
   detectFormat,
   formatAddressLikeWg,
   formatConf,
@@ -12,6 +13,7 @@ import {
   parseConfig,
   parseEndpointSpec,
   parseToml,
+  sameConfig,
   stripQuick,
   syncUpdate,
   type WgConfig,
@@ -25,6 +27,7 @@ import {
   parseSet,
   type PeerInfo,
 } from "../../lib/uapi.ts";
+import { HOSTILE, manyPeers } from "../../bench/config_parse.ts";
 
 function key(fill: number): Uint8Array {
   return new Uint8Array(32).fill(fill);
@@ -46,7 +49,7 @@ SaveConfig = TRUE
 PreUp = echo "pre up, with a comma"
 PostUp = iptables -A FORWARD -i %i -j ACCEPT; iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE
 PreDown = true
-PostDown = logger down   # the comment is not part of the command
+PostDown = logger -t wg#1 down  	
 
 [Peer]
 PublicKey = ${K(2)}
@@ -75,7 +78,7 @@ SaveConfig = true
 PreUp = 'echo "pre up, with a comma"'
 PostUp = ["iptables -A FORWARD -i %i -j ACCEPT; iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE"]
 PreDown = ["true"]
-PostDown = "logger down"
+PostDown = "logger -t wg#1 down"
 
 [[Peer]]
 PublicKey = "${K(2)}"
@@ -104,7 +107,7 @@ SaveConfig = true
 PreUp = echo "pre up, with a comma"
 PostUp = iptables -A FORWARD -i %i -j ACCEPT; iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE
 PreDown = true
-PostDown = logger down
+PostDown = logger -t wg#1 down
 ListenPort = 51820
 FwMark = 0x1f
 PrivateKey = ${K(1)}
@@ -146,7 +149,7 @@ Deno.test("parseConf reads every key of wg(8) and wg-quick(8)", () => {
   assert.equal(c.saveConfig, true);
   assert.deepEqual(c.preUp, ['echo "pre up, with a comma"']);
   assert.equal(c.postUp.length, 1);
-  assert.deepEqual(c.postDown, ["logger down"]);
+  assert.deepEqual(c.postDown, ["logger -t wg#1 down"]);
   assert.equal(c.peers.length, 2);
   const [p, q] = c.peers;
   assert.deepEqual(p!.publicKey, key(2));
@@ -542,4 +545,459 @@ Deno.test("stripQuick keeps exactly the WireGuard part", () => {
     FULL_FORMATTED.replace(/^(Address|DNS|MTU|Table|SaveConfig|PreUp|PostUp|PreDown|PostDown) = .*\n/gm, ""),
   );
   assert.ok(!hasQuickKeys(parseConf(`[Interface]\nListenPort = 1\n`)));
+});
+
+// ---- Hooks as wg-quick reads them, and what .conf cannot carry (issue 11, section 4) ----
+
+Deno.test("hook commands are read as current wg-quick reads them: # kept, edges trimmed", () => {
+  const c = parseConf(
+    "[Interface]\n" +
+      "PostUp = iptables -A INPUT -m comment --comment 'wg#1' -j ACCEPT\n" +
+      "PostUp = echo a=b # a shell comment, the shell's to drop\n" +
+      "\tPreUp\t=\t\tlogger up \t\r\n" +
+      "PreDown = printf 'a\rb'\n" +
+      "# PostDown = not a hook: a comment line\n" +
+      "MTU = 1420 # a comment after any other key is cut, as wg(8) and wg-quick cut it\n",
+  );
+  assert.deepEqual(c.postUp, [
+    "iptables -A INPUT -m comment --comment 'wg#1' -j ACCEPT",
+    "echo a=b # a shell comment, the shell's to drop",
+  ]);
+  assert.deepEqual(c.preUp, ["logger up"]);
+  assert.deepEqual(c.preDown, ["printf 'a\rb'"]);
+  assert.deepEqual(c.postDown, []);
+  assert.equal(c.mtu, 1420);
+  throwsAt(() => parseConf("[Interface]\nPostUp = \t\r\n", { file: "f" }), "f:2: empty PostUp command");
+  // Unicode spaces at the ends are trimmed too (wg-quick's [[:space:]] has most of them in a UTF-8 locale).
+  assert.deepEqual(parseConf("[Interface]\nPostUp = \u3000a\u00a0b\u2028\n").postUp, ["a\u00a0b"]);
+  throwsAt(
+    () => parseConf("[Interface]\nPostUp = a\0b\n", { file: "f" }),
+    "f:2: PostUp command holds a NUL character, which a shell cannot run",
+  );
+  throwsAt(
+    () => parseToml('[Interface]\nPostUp = ["a", "b\\u0000"]\n', { file: "f.toml" }),
+    "f.toml:2: PostUp command holds a NUL character, which a shell cannot run",
+  );
+});
+
+Deno.test("convert to .conf refuses a hook a .conf line cannot carry, naming the key and why", async (t) => {
+  const cases: [string, string, RegExp][] = [
+    [
+      "a multi-line command that would inject a peer",
+      `PostUp = """\necho up\n[Peer]\nPublicKey = ${K(9)}\nAllowedIPs = 0.0.0.0/0"""`,
+      /^wg0\.toml: PostUp "echo up\\n\[Peer\]\\nPublicKey.*" cannot be written to a \.conf file: it holds a line break/,
+    ],
+    [
+      "a leading tab",
+      'PreUp = "\\tlogger up"',
+      /^wg0\.toml: PreUp "\\tlogger up" .*: it begins with whitespace/,
+    ],
+    [
+      "a trailing tab, in the second command",
+      'PostDown = ["true", "logger down\\t"]',
+      /^wg0\.toml: PostDown command 2 "logger down\\t" .*: it ends with whitespace/,
+    ],
+    ["a trailing no-break space", 'PreDown = "x\\u00a0"', /PreDown .*: it ends with whitespace/],
+    ["a carriage return at the end", 'PreDown = "x\\r"', /PreDown .*: it ends with whitespace/],
+  ];
+  for (const [name, line, message] of cases) {
+    await t.step(name, () => {
+      const toml = `[Interface]\n${line}\n\n[[Peer]]\nPublicKey = "${K(2)}"\n`;
+      assert.throws(() => convertConfig(toml, { file: "wg0.toml" }), (e: unknown) => {
+        assert.ok(e instanceof ConfigError, String(e));
+        assert.match(e.message, message);
+        return true;
+      });
+      // TOML to TOML keeps it all.
+      const c = parseToml(toml);
+      assert.deepEqual(parseToml(convertConfig(toml, { file: "wg0.toml", to: "toml" }).text), c);
+    });
+  }
+  await t.step("a # inside a hook and tabs inside it round trip", () => {
+    const toml = `[Interface]\nPostUp = ["iptables -m comment --comment 'wg#1'", "a\\tb # c"]\n`;
+    const conf = convertConfig(toml, { file: "wg0.toml" }).text;
+    assert.equal(conf, "[Interface]\nPostUp = iptables -m comment --comment 'wg#1'\nPostUp = a\tb # c\n\n");
+    assert.deepEqual(parseConf(conf), parseToml(toml));
+  });
+  await t.step("a lone surrogate is refused in either spelling", () => {
+    const c = parseConf("[Interface]\nPostUp = x\n");
+    c.postUp = ["a\uD800b"];
+    assert.throws(() => formatConf(c), /PostUp .* not valid Unicode/);
+    assert.throws(() => formatToml(c), /PostUp .* not valid Unicode/);
+  });
+});
+
+/** A small seeded PRNG (mulberry32), so every failure reproduces from its seed. */
+function prng(
+  seed: number,
+): { int(n: number): number; pick<T>(xs: readonly T[]): T; chance(p: number): boolean } {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+  return {
+    int: (n) => Math.floor(next() * n),
+    pick: (xs) => xs[Math.floor(next() * xs.length)]!,
+    chance: (p) => next() < p,
+  };
+}
+type Rng = ReturnType<typeof prng>;
+
+/** Characters that have tripped config writers: comment, quote, escape, section and list syntax, spaces. */
+const AWKWARD = [
+  "#",
+  "=",
+  '"',
+  "'",
+  "\\",
+  "[",
+  "]",
+  "[[",
+  "]]",
+  "$",
+  ";",
+  ",",
+  "%i",
+  "`",
+  "{",
+  "}",
+  " ",
+  "  ",
+  "\t",
+  "\r",
+  "\n",
+  "\v",
+  "\f",
+  "\x7f",
+  "\x01",
+  "\u00a0",
+  "\u2028",
+  "\u0085",
+  "\ufeff",
+  "é",
+  "😀",
+  '"""',
+  "'''",
+  "\\n",
+  "\\u0041",
+  "#1",
+  "[Peer]",
+  "AllowedIPs = 0.0.0.0/0",
+  "PostUp = x",
+] as const;
+const WORDS = ["iptables", "-A", "FORWARD", "echo", "logger", "wg", "set", "%i", "ip", "route", "x", "true"];
+
+function randomHook(r: Rng): string {
+  let s = "";
+  const n = 1 + r.int(8);
+  for (let i = 0; i < n; i++) s += r.chance(0.5) ? r.pick(WORDS) : r.pick(AWKWARD);
+  if (r.chance(0.01)) s += "\0";
+  if (r.chance(0.01)) s += "\uDC00";
+  return s;
+}
+
+function randomV4(r: Rng): string {
+  return [r.int(256), r.int(256), r.int(256), r.int(256)].join(".");
+}
+
+function randomV6(r: Rng): string {
+  const groups = Array.from({ length: 8 }, () => r.chance(0.4) ? "0" : r.int(0x10000).toString(16));
+  const forms = [
+    () => groups.join(":"),
+    () => `${groups[0]}::${groups[7]}`,
+    () => `::${randomV4(r)}`, // IPv4-compatible: wg prints these in dotted form
+    () => `::ffff:${randomV4(r)}`,
+    () => "::",
+    () => `${groups[0]}:${groups[1]}::`,
+    () => groups.join(":").toUpperCase(),
+  ];
+  return r.pick(forms)();
+}
+
+function randomHostname(r: Rng): string {
+  const label = () => {
+    const a = "abcdefghijklmnopqrstuvwxyz0123456789_";
+    let s = a[r.int(a.length)]!;
+    const n = r.int(6);
+    for (let i = 0; i < n; i++) s += (a + "-")[r.int(a.length + 1)];
+    return s + a[r.int(a.length)];
+  };
+  const labels = Array.from({ length: 1 + r.int(4) }, label);
+  return labels.join(".") + (r.chance(0.1) ? "." : "");
+}
+
+function randomEndpoint(r: Rng): string {
+  const port = r.int(65536);
+  return r.pick([
+    () => `${randomV4(r)}:${port}`,
+    () => `[${randomV6(r)}]:${port}`,
+    () => `${randomHostname(r)}:${port}`,
+    () => `${randomV6(r)}:${port}`, // without brackets: the port follows the last colon, as in wg
+  ])();
+}
+
+function randomCidr(r: Rng, bare: boolean): string {
+  const v6 = r.chance(0.5);
+  const a = v6 ? randomV6(r) : randomV4(r);
+  return bare && r.chance(0.3) ? a : `${a}/${r.int(v6 ? 129 : 33)}`;
+}
+
+function randomKey(r: Rng): string {
+  return keyToBase64(Uint8Array.from({ length: 32 }, () => r.int(256)));
+}
+
+/** One random configuration, as a list of [section, key, value] to write in either spelling. */
+interface Spec {
+  iface: [string, string[]][];
+  peers: [string, string[]][][];
+}
+
+function randomSpec(r: Rng): Spec {
+  const iface: [string, string[]][] = [];
+  const add = (k: string, vs: string[]) => iface.push([k, vs]);
+  if (r.chance(0.8)) add("PrivateKey", [randomKey(r)]);
+  if (r.chance(0.6)) add("ListenPort", [String(r.int(65536))]);
+  if (r.chance(0.3)) {
+    add("FwMark", [r.pick(["off", "0", String(r.int(2 ** 32)), `0x${r.int(2 ** 32).toString(16)}`])]);
+  }
+  if (r.chance(0.6)) add("Address", Array.from({ length: 1 + r.int(3) }, () => randomCidr(r, true)));
+  if (r.chance(0.5)) {
+    add(
+      "DNS",
+      Array.from(
+        { length: 1 + r.int(3) },
+        () => r.chance(0.6) ? r.pick([randomV4, randomV6])(r) : randomHostname(r),
+      ),
+    );
+  }
+  if (r.chance(0.4)) add("MTU", [String(68 + r.int(65536 - 68))]);
+  if (r.chance(0.4)) add("Table", [r.pick(["off", "auto", String(r.int(2 ** 31)), "main", "wg.table_1"])]);
+  if (r.chance(0.3)) add("SaveConfig", [r.pick(["true", "false", "TRUE", "False"])]);
+  for (const hook of ["PreUp", "PostUp", "PreDown", "PostDown"]) {
+    if (r.chance(0.5)) add(hook, Array.from({ length: 1 + r.int(3) }, () => randomHook(r)));
+  }
+  const peers: [string, string[]][][] = [];
+  const n = r.int(5);
+  for (let i = 0; i < n; i++) {
+    const p: [string, string[]][] = [["PublicKey", [randomKey(r)]]];
+    if (r.chance(0.4)) p.push(["PresharedKey", [randomKey(r)]]);
+    if (r.chance(0.8)) p.push(["AllowedIPs", Array.from({ length: r.int(4) }, () => randomCidr(r, true))]);
+    if (r.chance(0.7)) p.push(["Endpoint", [randomEndpoint(r)]]);
+    if (r.chance(0.5)) p.push(["PersistentKeepalive", [r.pick(["off", "0", String(r.int(65536))])]]);
+    peers.push(p);
+  }
+  // Shuffle key order within sections: meaning does not depend on it.
+  for (const list of [iface, ...peers]) {
+    for (let i = list.length - 1; i > 0; i--) {
+      const j = r.int(i + 1);
+      [list[i], list[j]] = [list[j]!, list[i]!];
+    }
+  }
+  return { iface, peers };
+}
+
+const HOOKS = new Set(["PreUp", "PostUp", "PreDown", "PostDown"]);
+const LISTS = new Set(["Address", "DNS", "AllowedIPs"]);
+
+function oddCase(r: Rng, s: string): string {
+  return r.pick([s, s.toLowerCase(), s.toUpperCase()]);
+}
+
+/** The spec as a .conf file, in the irregular spellings wg and wg-quick accept. */
+function specToConf(r: Rng, spec: Spec): string {
+  const nl = r.chance(0.2) ? "\r\n" : "\n";
+  const sp = () => r.pick(["", " ", "  ", "\t"]);
+  const comment = () => r.chance(0.2) ? ` # ${r.pick(AWKWARD)}` : "";
+  const lines = (kvs: [string, string[]][]) => {
+    let out = "";
+    for (const [k, vs] of kvs) {
+      if (HOOKS.has(k)) {
+        // Written raw: a line break in one makes extra lines, which parse as whatever they say (or fail).
+        for (const v of vs) out += `${sp()}${oddCase(r, k)}${sp()}=${sp()}${v}${nl}`;
+      } else if (LISTS.has(k) && vs.length > 1 && r.chance(0.5)) {
+        for (const v of vs) out += `${oddCase(r, k)}${sp()}=${sp()}${v}${comment()}${nl}`;
+      } else {
+        out += `${oddCase(r, k)}${sp()}=${sp()}${vs.join(r.pick([",", ", ", " ,\t"]))}${comment()}${nl}`;
+      }
+      if (r.chance(0.1)) out += `${sp()}${nl}# ${r.pick(AWKWARD)}${nl}`;
+    }
+    return out;
+  };
+  let out = r.chance(0.3) ? `# generated${nl}` : "";
+  out += `${oddCase(r, "[Interface]")}${comment()}${nl}${lines(spec.iface)}`;
+  for (const p of spec.peers) out += `${nl}${oddCase(r, "[Peer]")}${nl}${lines(p)}`;
+  return out;
+}
+
+/** A TOML string for `s`, in a random one of the forms that can hold it. */
+function tomlStr(r: Rng, s: string): string {
+  // deno-lint-ignore no-control-regex
+  const plain = !/[\x00-\x08\x0a-\x1f\x7f]/.test(s);
+  const forms = [() => JSON.stringify(s).replaceAll("\x7f", "\\u007F")];
+  if (plain && !s.includes("'")) forms.push(() => `'${s}'`);
+  // deno-lint-ignore no-control-regex
+  const multiline = !/[\x00-\x08\x0b-\x1f\x7f]/.test(s);
+  if (multiline && !s.includes("'''") && !s.endsWith("'")) {
+    forms.push(() => `'''${s}'''`);
+  }
+  forms.push(() =>
+    // A multi-line basic string: a newline right after the opening quotes is dropped, and `\` + newline
+    // ("line ending backslash") joins lines.
+    `"""${r.chance(0.5) ? "\n" : ""}${JSON.stringify(s).slice(1, -1).replaceAll("\x7f", "\\u007F")}"""`
+  );
+  return r.pick(forms)();
+}
+
+const NUMERIC = new Set(["ListenPort", "MTU", "PersistentKeepalive"]);
+
+/** The spec as TOML, values typed or as the strings a .conf line holds. */
+function specToToml(r: Rng, spec: Spec): string {
+  const value = (k: string, vs: string[]): string => {
+    if (HOOKS.has(k)) {
+      return vs.length === 1 && r.chance(0.4)
+        ? tomlStr(r, vs[0]!)
+        : `[${vs.map((v) => tomlStr(r, v)).join(", ")}]`;
+    }
+    if (LISTS.has(k)) {
+      return r.chance(0.5) ? `[${vs.map((v) => tomlStr(r, v)).join(",\n  ")}]` : tomlStr(r, vs.join(", "));
+    }
+    const v = vs[0]!;
+    if (NUMERIC.has(k) && /^[0-9]+$/.test(v) && r.chance(0.7)) return v;
+    if (k === "FwMark" && /^(0x)?[0-9a-f]+$/.test(v) && r.chance(0.7)) return v;
+    if (k === "SaveConfig" && r.chance(0.7)) return v.toLowerCase();
+    return tomlStr(r, v);
+  };
+  const lines = (kvs: [string, string[]][]) =>
+    kvs.map(([k, vs]) => `${oddCase(r, k)} = ${value(k, vs)}\n`).join("");
+  let out = `${oddCase(r, "[Interface]")}\n${lines(spec.iface)}`;
+  for (const p of spec.peers) out += `\n${oddCase(r, "[[Peer]]")}\n${lines(p)}`;
+  return out;
+}
+
+/** What a .conf line can carry, said independently of lib/config.ts's own check. */
+function confCanCarry(cmd: string): boolean {
+  return !/[\n\0]/.test(cmd) && cmd === cmd.trim() && cmd !== "" && cmd.isWellFormed();
+}
+
+Deno.test("property: parse(convert(x)) == parse(x), .conf → TOML and TOML → .conf (seeded)", () => {
+  const SEED = 0x5eed_0011;
+  const RUNS = 1500;
+  const r = prng(SEED);
+  const tally = { confParsed: 0, tomlParsed: 0, refused: 0, converted: 0 };
+  for (let run = 0; run < RUNS; run++) {
+    const spec = randomSpec(r);
+    const where = `seed ${SEED}, run ${run}`;
+    for (const from of ["conf", "toml"] as const) {
+      const text = from === "conf" ? specToConf(r, spec) : specToToml(r, spec);
+      let x: WgConfig;
+      try {
+        x = parseConfig(text, { format: from, file: `x.${from}` });
+      } catch (e) {
+        // The generator writes values that are wrong on purpose (awkward hooks with line breaks, NULs); a
+        // refusal must still be a ConfigError with file and line.
+        assert.ok(e instanceof ConfigError && /^x\.(conf|toml):\d+: /.test(e.message), `${where}: ${e}`);
+        continue;
+      }
+      tally[from === "conf" ? "confParsed" : "tomlParsed"]++;
+      const to = from === "conf" ? "toml" : "conf";
+      const carry = hooksOf(x).every((c) => to === "toml" ? c.isWellFormed() : confCanCarry(c));
+      let out: string;
+      try {
+        out = convertConfig(text, { from, file: `x.${from}` }).text;
+      } catch (e) {
+        assert.ok(e instanceof ConfigError, `${where}: ${e}`);
+        assert.ok(!carry, `${where}: refused a config ${to} can carry: ${e.message}\n${text}`);
+        tally.refused++;
+        continue;
+      }
+      assert.ok(carry, `${where}: converted a hook ${to} cannot carry:\n${out}`);
+      const back = parseConfig(out, { format: to, file: `y.${to}` });
+      assert.deepEqual(back, x, `${where}: ${from} → ${to} changed the meaning\n${text}\n----\n${out}`);
+      assert.ok(sameConfig(back, x));
+      // And once more around: the other spelling's output converts back to the same text.
+      assert.deepEqual(parseConfig(convertConfig(out, { from: to }).text, { format: from }), x, where);
+      tally.converted++;
+    }
+  }
+  console.log(`  ${RUNS} random configs, seed ${SEED}: ${JSON.stringify(tally)}`);
+  // The property must have been exercised, refusals included, or the generator has gone wrong.
+  assert.ok(tally.confParsed > RUNS / 3 && tally.tomlParsed > RUNS / 3, JSON.stringify(tally));
+  assert.ok(tally.refused > 20 && tally.converted > RUNS, JSON.stringify(tally));
+});
+
+function hooksOf(c: WgConfig): string[] {
+  return [...c.preUp, ...c.postUp, ...c.preDown, ...c.postDown];
+}
+
+Deno.test("sameConfig: equal meaning, not equal objects", () => {
+  const a = parseConf(FULL_CONF);
+  assert.ok(sameConfig(a, parseToml(FULL_TOML)));
+  const b = parseConf(FULL_CONF.replace("MTU = 1420", "MTU = 1421"));
+  assert.ok(!sameConfig(a, b));
+  const c = parseConf(FULL_CONF.replace("PersistentKeepalive = 25", "PersistentKeepalive = 0"));
+  assert.ok(!sameConfig(a, c));
+});
+
+// ---- Parsing in linear time (issue 11, section 3) ----
+
+Deno.test("a 10,000-peer file parses in under a second, in either spelling", () => {
+  for (const format of ["conf", "toml"] as const) {
+    const text = manyPeers(10000, format);
+    const t0 = performance.now();
+    const c = parseConfig(text, { format, file: `big.${format}` });
+    const ms = performance.now() - t0;
+    console.log(`  ${format}: 10,000 peers, ${(text.length / 1024).toFixed(0)} KiB in ${ms.toFixed(0)} ms`);
+    assert.equal(c.peers.length, 10000);
+    assert.equal(formatCidr(c.peers[9999]!.allowedIps[1]!), "fd00::2710/128");
+    assert.ok(ms < 1000, `${format}: ${ms.toFixed(0)} ms`);
+  }
+});
+
+Deno.test("hostile files fail fast with file:line, or parse fast", async (t) => {
+  for (const [name, { format, text }] of Object.entries(HOSTILE)) {
+    await t.step(name, () => {
+      const input = text();
+      const t0 = performance.now();
+      let outcome = "parsed";
+      try {
+        parseConfig(input, { format, file: `evil.${format}` });
+      } catch (e) {
+        assert.ok(e instanceof ConfigError, `${name}: ${e}`);
+        assert.match(e.message, /^evil\.(conf|toml):[1-9][0-9]*: /);
+        outcome = e.message.slice(0, 60);
+      }
+      const ms = performance.now() - t0;
+      console.log(`  ${name}: ${ms.toFixed(0)} ms, ${outcome}`);
+      assert.ok(ms < 1000, `${name}: ${ms.toFixed(0)} ms`);
+    });
+  }
+});
+
+Deno.test("TOML error lines ignore look-alikes inside strings and count multi-line values", () => {
+  // A header or key inside a multi-line string is text, not structure.
+  throwsAt(
+    () =>
+      parseToml(
+        `[Interface]\nPostUp = """\n[[Peer]]\nPublicKey = 1\n"""\nDNS = ['1.1.1.1',\n  "x!y"]\nMTU = 1\n`,
+        { file: "f.toml" },
+      ),
+    `f.toml:6: bad DNS search domain "x!y"`,
+  );
+  throwsAt(
+    () => parseToml(`[Interface]\nPreUp = '''\nMTU = 9000\n'''\nMTU = 2\n`, { file: "f.toml" }),
+    `f.toml:5: bad number "2" for MTU (68-65535)`,
+  );
+  // Quoted and dotted keys; the right element of an array of tables.
+  throwsAt(
+    () =>
+      parseToml(
+        `[[Peer]]\nPublicKey = "${K(2)}"\n[[ "Peer" ]]\n"PublicKey" = "${K(3)}"\nEndpoint.x = 1\n`,
+        { file: "f.toml" },
+      ),
+    `f.toml:5: "Endpoint" must be a string`,
+  );
 });
