@@ -174,18 +174,27 @@ export interface ParseOptions {
 }
 
 /**
- * Which spelling a file uses: by its extension (`.toml`, `.conf`), else by its content. TOML is recognised by
- * what a .conf file never has: a `[[...]]` header, a quoted value, or a list value (`[` followed by a quote,
- * `]` or the end of the line; an endpoint's `[2001:db8::1]:51820` is not one).
+ * Which spelling a file uses: by its extension (`.toml`, `.conf`), else by its content. A `[[...]]` header
+ * means TOML. A quoted value or a list value (`[` followed by a quote, `]` or the end of the line; an
+ * endpoint's `[2001:db8::1]:51820` is not one) means TOML if the whole text reads as TOML: a .conf hook
+ * command may begin with a quote too (`PostUp = "$HOME/up.sh" %i`), and such a file is no TOML.
  */
 export function detectFormat(name: string, text: string): ConfigFormat {
   if (/\.toml$/i.test(name)) return "toml";
   if (/\.conf$/i.test(name)) return "conf";
+  let quoted = false;
   for (const raw of text.split("\n")) {
     const line = raw.replace(/#.*/, "").trim();
-    if (/^\[\[/.test(line) || /^[^=]+=\s*(["']|\[\s*$|\[\s*["'\]])/.test(line)) return "toml";
+    if (/^\[\[/.test(line)) return "toml";
+    quoted ||= /^[^=]+=\s*(["']|\[\s*$|\[\s*["'\]])/.test(line);
   }
-  return "conf";
+  if (!quoted) return "conf";
+  try {
+    parseTomlText(text);
+    return "toml";
+  } catch {
+    return "conf";
+  }
 }
 
 /** Parses either spelling ({@link detectFormat} decides when `format` is not given). Throws ConfigError. */
@@ -642,6 +651,10 @@ class Builder {
         // bash drops NUL bytes from what it reads and cannot pass one in an argument: no shell runs this.
         if (value.includes("\0")) {
           this.fail(line, `${name} command holds a NUL character, which a shell cannot run`);
+        }
+        // Text read from a file is never this; a string handed in may be, and it cannot be written out again.
+        if (LONE_SURROGATE.test(value)) {
+          this.fail(line, `${name} command is not valid Unicode (a lone UTF-16 surrogate)`);
         }
         const list = name === "PreUp"
           ? cfg.preUp

@@ -220,6 +220,11 @@ Deno.test("detectFormat: by extension, else by content", () => {
   assert.equal(detectFormat("x", `[Peer]\nAllowedIPs = [\n  "10.0.0.0/8",\n]\n`), "toml");
   assert.equal(detectFormat("x", `[Peer]\nEndpoint = [2001:db8::1]:1\n`), "conf");
   assert.deepEqual(parseConfig(FULL_TOML), parseConfig(FULL_CONF));
+  // A .conf hook may begin with a quote: that alone does not make the file TOML.
+  const quotedHook = `[Interface]\nPrivateKey = ${K(1)}\nPostUp = "$HOME/up.sh" %i\nPreUp = ['a' = 'b']\n`;
+  assert.equal(detectFormat("/dev/fd/63", quotedHook), "conf");
+  assert.deepEqual(parseConfig(quotedHook).postUp, ['"$HOME/up.sh" %i']);
+  assert.equal(detectFormat("x", `[Interface]\nPostUp = "a"\nListenPort = 1\n`), "toml");
 });
 
 Deno.test(".conf errors name file, line and problem", async (t) => {
@@ -620,6 +625,10 @@ Deno.test("convert to .conf refuses a hook a .conf line cannot carry, naming the
     assert.deepEqual(parseConf(conf), parseToml(toml));
   });
   await t.step("a lone surrogate is refused in either spelling", () => {
+    throwsAt(
+      () => parseConf("[Interface]\nPostUp = a\uDC00\n", { file: "f" }),
+      "f:2: PostUp command is not valid Unicode (a lone UTF-16 surrogate)",
+    );
     const c = parseConf("[Interface]\nPostUp = x\n");
     c.postUp = ["a\uD800b"];
     assert.throws(() => formatConf(c), /PostUp .* not valid Unicode/);
@@ -903,8 +912,16 @@ Deno.test("property: parse(convert(x)) == parse(x), .conf → TOML and TOML → 
         continue;
       }
       tally[from === "conf" ? "confParsed" : "tomlParsed"]++;
+      // Normalising in the same spelling never refuses what that spelling just held.
+      const same = from === "conf" ? formatConf(x) : formatToml(x);
+      assert.deepEqual(
+        parseConfig(same, { format: from }),
+        x,
+        `${where}: ${from} → ${from}\n${text}\n----\n${same}`,
+      );
       const to = from === "conf" ? "toml" : "conf";
-      const carry = hooksOf(x).every((c) => to === "toml" ? c.isWellFormed() : confCanCarry(c));
+      assert.ok(hooksOf(x).every((c) => c.isWellFormed()), where);
+      const carry = to === "toml" || hooksOf(x).every(confCanCarry);
       let out: string;
       try {
         out = convertConfig(text, { from, file: `x.${from}` }).text;
