@@ -1018,3 +1018,66 @@ Deno.test("TOML error lines ignore look-alikes inside strings and count multi-li
     `f.toml:5: "Endpoint" must be a string`,
   );
 });
+
+/** Current wg-quick's script (wireguard-tools v1.0.20260223), when this checkout sits beside the shared tools. */
+const WG_QUICK = new URL("../../../shared/tools/wireguard-tools/wg-quick", import.meta.url).pathname;
+const haveWgQuick = (() => {
+  try {
+    return Deno.statSync(WG_QUICK).isFile;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "differential: current wg-quick reads the hooks of convert's .conf output as we do (seeded)",
+  ignore: !haveWgQuick,
+  fn() {
+    const dir = Deno.makeTempDirSync();
+    try {
+      const r = prng(0x5eed_0012);
+      let compared = 0;
+      for (let run = 0; run < 400; run++) {
+        const where = `seed 0x5eed0012, run ${run}`;
+        let x: WgConfig, conf: string;
+        try {
+          const toml = specToToml(r, randomSpec(r));
+          x = parseToml(toml);
+          conf = formatConf(x);
+        } catch {
+          continue; // refused; the property test checks refusals
+        }
+        const file = `${dir}/wg${run}.conf`;
+        Deno.writeTextFileSync(file, conf);
+        // wg-quick's own parse_options, sourced from the script, prints the hook arrays it built.
+        const script =
+          `shopt -s extglob; eval "$(sed -n '/^parse_options() {/,/^}/p;/^read_bool() {/,/^}/p' "$1")"
+          parse_options "$2" 2>/dev/null
+          for h in "\${PRE_UP[@]}"; do printf 'PreUp\\0%s\\0' "$h"; done
+          for h in "\${POST_UP[@]}"; do printf 'PostUp\\0%s\\0' "$h"; done
+          for h in "\${PRE_DOWN[@]}"; do printf 'PreDown\\0%s\\0' "$h"; done
+          for h in "\${POST_DOWN[@]}"; do printf 'PostDown\\0%s\\0' "$h"; done`;
+        const out = new Deno.Command("bash", {
+          args: ["-c", script, "_", WG_QUICK, file],
+          env: { LC_ALL: "C.UTF-8" },
+          stdout: "piped",
+          stderr: "piped",
+        }).outputSync();
+        assert.ok(out.success, `${where}: ${new TextDecoder().decode(out.stderr)}`);
+        const fields = new TextDecoder().decode(out.stdout).split("\0").slice(0, -1);
+        const theirs: Record<string, string[]> = { PreUp: [], PostUp: [], PreDown: [], PostDown: [] };
+        for (let i = 0; i < fields.length; i += 2) theirs[fields[i]!]!.push(fields[i + 1]!);
+        assert.deepEqual(
+          theirs,
+          { PreUp: x.preUp, PostUp: x.postUp, PreDown: x.preDown, PostDown: x.postDown },
+          `${where}\n${conf}`,
+        );
+        compared++;
+      }
+      console.log(`  wg-quick read the hooks of ${compared} converted files as parseConf does`);
+      assert.ok(compared > 100, `only ${compared} compared`);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});
