@@ -58,7 +58,9 @@ export class AllowedIpsModel<T> {
   }
 
   #find(family: 4 | 6, key: Uint8Array, prefixLen: number): number {
-    return this.#entries.findIndex((e) => e.family === family && e.prefixLen === prefixLen && equal(e.key, key));
+    return this.#entries.findIndex((e) =>
+      e.family === family && e.prefixLen === prefixLen && equal(e.key, key)
+    );
   }
 }
 

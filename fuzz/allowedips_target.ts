@@ -23,11 +23,14 @@ export interface AllowedIpsTable {
 
 const PEERS = 5;
 
-export function allowedIpsTarget(p: Prng, make: () => AllowedIpsTable = () => new AllowedIps<number>()): Target {
+export function allowedIpsTarget(
+  p: Prng,
+  make: () => AllowedIpsTable = () => new AllowedIps<number>(),
+): Target {
   let impl = make();
   const model = new AllowedIpsModel<number>();
   let known: Cidr[] = [];
-  let input = new Uint8Array(0);
+  let input: Uint8Array = new Uint8Array(0);
   let found = 0;
 
   // Addresses from a few base prefixes, so prefixes nest and branch instead of scattering.
@@ -114,7 +117,10 @@ export function allowedIpsTarget(p: Prng, make: () => AllowedIpsTable = () => ne
         const got = impl.lookup(family, buf, off);
         const want = model.lookup(family, addr);
         if (got !== undefined) found++;
-        check(got === want, () => `lookup ${show({ family, addr, prefixLen: addr.length * 8 })}: lib ${got}, model ${want}`);
+        check(
+          got === want,
+          () => `lookup ${show({ family, addr, prefixLen: addr.length * 8 })}: lib ${got}, model ${want}`,
+        );
         // A buffer too short for the address matches nothing.
         const short = impl.lookup(family, buf.subarray(0, off + addr.length - 1), off);
         check(short === undefined, "lookup read past the end of a short buffer");
@@ -125,6 +131,8 @@ export function allowedIpsTarget(p: Prng, make: () => AllowedIpsTable = () => ne
 }
 
 function show(c: Cidr): string {
-  const a = c.family === 4 ? [...c.addr].join(".") : [...c.addr].map((x) => x.toString(16).padStart(2, "0")).join("");
+  const a = c.family === 4
+    ? [...c.addr].join(".")
+    : [...c.addr].map((x) => x.toString(16).padStart(2, "0")).join("");
   return `${a}/${c.prefixLen}`;
 }

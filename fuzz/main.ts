@@ -37,12 +37,16 @@ function main(args: string[]): number {
     return 0;
   }
   const seconds = Number(values.seconds);
-  const seed = values.seed !== undefined ? Number(values.seed) : crypto.getRandomValues(new Uint32Array(1))[0]!;
+  const seed = values.seed !== undefined
+    ? Number(values.seed)
+    : crypto.getRandomValues(new Uint32Array(1))[0]!;
   const inputs = values.inputs !== undefined ? Number(values.inputs) : undefined;
   const names = (values.target ?? []).flatMap((t) => t.split(",")).filter((t) => t !== "");
   const unknown = names.filter((n) => !TARGETS.some(([t]) => t === n));
-  if (!(seconds > 0) || !Number.isInteger(seed) || seed < 0 || seed > 0xffffffff || unknown.length > 0 ||
-    (inputs !== undefined && !(inputs > 0))) {
+  if (
+    !(seconds > 0) || !Number.isInteger(seed) || seed < 0 || seed > 0xffffffff || unknown.length > 0 ||
+    (inputs !== undefined && !(inputs > 0))
+  ) {
     process.stderr.write(`${unknown.length ? `unknown target ${unknown.join(", ")}\n` : ""}${USAGE}`);
     return 2;
   }
@@ -50,7 +54,13 @@ function main(args: string[]): number {
   useX25519(selectX25519());
   const targets = names.length ? TARGETS.filter(([n]) => names.includes(n)) : TARGETS;
   process.stdout.write(`fuzz: seed ${seed}, ${seconds} s, targets ${targets.map(([n]) => n).join(", ")}\n`);
-  const r = runFuzz({ seed, seconds, targets, maxInputs: inputs, log: (l) => process.stdout.write(`  ${l}\n`) });
+  const r = runFuzz({
+    seed,
+    seconds,
+    targets,
+    maxInputs: inputs,
+    log: (l) => process.stdout.write(`  ${l}\n`),
+  });
   let total = 0;
   for (const t of r.results) {
     total += t.inputs;

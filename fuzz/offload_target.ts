@@ -91,7 +91,11 @@ export function offloadTarget(p: Prng): Target {
     const room = total + packets.length * (VNET_HDR_LEN + 4);
     const ab = new ArrayBuffer(room + (sameBuffer ? 4 * 65600 : 0));
     const all = new Uint8Array(ab, 0, room);
-    const arena = sameBuffer ? new Uint8Array(ab, room) : p.chance(0.3) ? new Uint8Array(p.int(0, 2000)) : undefined;
+    const arena = sameBuffer
+      ? new Uint8Array(ab, room)
+      : p.chance(0.3)
+      ? new Uint8Array(p.int(0, 2000))
+      : undefined;
     const coalescer = new Coalescer(p.chance(0.5) ? 256 : p.int(1, 64), arena);
     coalescer.coalesce = p.chance(0.95);
     const got: Uint8Array[] = [];
@@ -102,7 +106,10 @@ export function offloadTarget(p: Prng): Target {
       for (let i = 0; i < outs; i++) {
         const buf = coalescer.outBuf(i), off = coalescer.outOff(i), len = coalescer.outLen(i);
         const n = segmenter.begin(buf, off, len);
-        check(n === coalescer.outSegments(i), `output ${i} (${len} bytes) of ${coalescer.outSegments(i)} segments resegments into ${n}`);
+        check(
+          n === coalescer.outSegments(i),
+          `output ${i} (${len} bytes) of ${coalescer.outSegments(i)} segments resegments into ${n}`,
+        );
         if (n > 1) merged += n;
         for (let k = 0; k < n; k++) {
           const dst = new Uint8Array(segmenter.length(k) + 2);
@@ -140,7 +147,9 @@ export function offloadTarget(p: Prng): Target {
       const hdr = new Uint8Array(VNET_HDR_LEN);
       const iph = f.spec.v6 ? 40 : 20;
       writeVnetHdr(hdr, 0, VIRTIO_NET_HDR_F_NEEDS_CSUM, kind, iph + 20, p.int(0, 2000), iph, 16);
-      if (p.chance(0.3)) writeVnetHdr(hdr, 0, p.below(4), VIRTIO_NET_HDR_GSO_NONE, 0, 0, p.below(200), p.below(80));
+      if (p.chance(0.3)) {
+        writeVnetHdr(hdr, 0, p.below(4), VIRTIO_NET_HDR_GSO_NONE, 0, 0, p.below(200), p.below(80));
+      }
       let whole = concat([hdr, pkt]);
       if (p.chance(0.3)) whole = mutate(p, whole);
       input = whole.subarray(0, Math.min(whole.length, len));
@@ -161,7 +170,9 @@ export function offloadTarget(p: Prng): Target {
       const at = p.below(5);
       check(segmenter.segment(i, dst, at) === want, "segment() and length() disagree");
       for (let j = 0; j < dst.length; j++) {
-        if (j < at || j >= at + want) check(dst[j] === 0xa5, `segment ${i} wrote outside its bounds at ${j - at}`);
+        if (j < at || j >= at + want) {
+          check(dst[j] === 0xa5, `segment ${i} wrote outside its bounds at ${j - at}`);
+        }
       }
       const seg = dst.subarray(at, at + want);
       if (gsoType !== VIRTIO_NET_HDR_GSO_NONE) {
@@ -178,7 +189,10 @@ export function offloadTarget(p: Prng): Target {
         if (at % 2 === 0) check(sumFrom(seg, start, held) === 0xffff, "completed checksum does not verify");
       }
     }
-    check(segmenter.length(n) === 0 && segmenter.segment(n, new Uint8Array(70000), 0) === 0, "segment past count");
+    check(
+      segmenter.length(n) === 0 && segmenter.segment(n, new Uint8Array(70000), 0) === 0,
+      "segment past count",
+    );
   };
 
   return {
@@ -229,8 +243,9 @@ function concat(xs: Uint8Array[]): Uint8Array {
 function flowKey(pkt: Uint8Array, i: number): string {
   const v = pkt.length > 0 ? pkt[0]! >>> 4 : 0;
   let iph = 0;
-  if (pkt.length >= 40 && v === 4 && pkt[9] === 6 && ((pkt[6]! & 0x3f) | pkt[7]!) === 0) iph = (pkt[0]! & 15) * 4;
-  else if (pkt.length >= 60 && v === 6 && pkt[6] === 6) iph = 40;
+  if (pkt.length >= 40 && v === 4 && pkt[9] === 6 && ((pkt[6]! & 0x3f) | pkt[7]!) === 0) {
+    iph = (pkt[0]! & 15) * 4;
+  } else if (pkt.length >= 60 && v === 6 && pkt[6] === 6) iph = 40;
   const thl = iph >= 20 && iph + 20 <= pkt.length ? (pkt[iph + 12]! >>> 4) * 4 : 0;
   if (thl < 20 || iph + thl > pkt.length) return `single ${i}`;
   return `${v} ${hex(pkt.subarray(v === 4 ? 12 : 8, v === 4 ? 20 : 40))} ${hex(pkt.subarray(iph, iph + 4))}`;
@@ -250,9 +265,22 @@ function normalise(pkt: Uint8Array, ref: Uint8Array, other: Uint8Array): Uint8Ar
   if (!tcp || iph < 20 || ref.length < iph + 20 || c.length < iph + 20 || other.length < iph + 20) return c;
   if (!transportValid(ref, iph, 6)) c[iph + 16] = c[iph + 17] = 0;
   if (v === 4 && !ipv4HeaderValid(ref)) c[10] = c[11] = 0;
-  if (v === 4 && (ref[6]! & 0x40) !== 0) c[4] = c[5] = c[10] = c[11] = 0;
-  if ((ref[iph + 13]! & 0x20) === 0 && (pkt[iph + 18]! | pkt[iph + 19]! | other[iph + 18]! | other[iph + 19]!) !== 0) {
-    c[iph + 18] = c[iph + 19] = c[iph + 16] = c[iph + 17] = 0; // and the checksum that covered it
+  if (v === 4 && (ref[6]! & 0x40) !== 0) {
+    c[4] =
+      c[5] =
+      c[10] =
+      c[11] =
+        0;
+  }
+  if (
+    (ref[iph + 13]! & 0x20) === 0 &&
+    (pkt[iph + 18]! | pkt[iph + 19]! | other[iph + 18]! | other[iph + 19]!) !== 0
+  ) {
+    c[iph + 18] =
+      c[iph + 19] =
+      c[iph + 16] =
+      c[iph + 17] =
+        0; // and the checksum that covered it
   }
   return c;
 }

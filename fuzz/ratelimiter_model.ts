@@ -4,11 +4,7 @@
  * keys them: IPv4 by address (also when written as ::ffff:a.b.c.d), IPv6 by its /64.
  * @module
  */
-import {
-  PACKET_COST,
-  RATELIMITER_ENTRY_TTL,
-  TOKEN_MAX,
-} from "../lib/ratelimiter.ts";
+import { PACKET_COST, RATELIMITER_ENTRY_TTL, TOKEN_MAX } from "../lib/ratelimiter.ts";
 
 interface Bucket {
   last: number;

@@ -14,7 +14,7 @@ export function rateLimiterTarget(p: Prng): Target {
   let model!: RateLimiterModel;
   let pool: Uint8Array[] = [];
   let now = 0;
-  let input = new Uint8Array(0);
+  let input: Uint8Array = new Uint8Array(0);
   let allowed = 0;
 
   const fresh = () => {

@@ -34,7 +34,8 @@ export function replayTarget(p: Prng, make: () => ReplayWindow = () => new Repla
       case 2: // near the top, both sides
         return top + BigInt(p.int(-80, 80));
       case 3: // the edges of the window and of the ring
-        return top - p.pick(offsets) - BigInt(p.pick([0, 1, 2, 63, 64, 65, COUNTER_BITS_TOTAL - COUNTER_WINDOW_SIZE]));
+        return top - p.pick(offsets) -
+          BigInt(p.pick([0, 1, 2, 63, 64, 65, COUNTER_BITS_TOTAL - COUNTER_WINDOW_SIZE]));
       case 4: // anywhere in the window
         return top - BigInt(p.below(COUNTER_BITS_TOTAL + 64));
       case 5: // jumps ahead, small and large
@@ -66,7 +67,10 @@ export function replayTarget(p: Prng, make: () => ReplayWindow = () => new Repla
       const want = model.validate(c);
       const got = impl.validate(lo, hi);
       if (got) accepted++;
-      check(got === want, () => `counter ${c}: lib says ${got ? "accept" : "reject"}, model ${want ? "accept" : "reject"}`);
+      check(
+        got === want,
+        () => `counter ${c}: lib says ${got ? "accept" : "reject"}, model ${want ? "accept" : "reject"}`,
+      );
     },
     stats: () => ({ accepted }),
   };

@@ -75,7 +75,11 @@ export function runFuzz(opts: FuzzOptions): FuzzResult {
       } catch (error) {
         s.result.seconds += (performance.now() - start) / 1000;
         const input = s.target?.input ?? "";
-        return { seed: opts.seed, results: finish(state), failure: failure(opts.seed, s.name, s.result.inputs, error, input) };
+        return {
+          seed: opts.seed,
+          results: finish(state),
+          failure: failure(opts.seed, s.name, s.result.inputs, error, input),
+        };
       }
       s.result.seconds += (performance.now() - start) / 1000;
     }
@@ -93,10 +97,18 @@ function finish(state: { target: ReturnType<TargetFactory> | null; result: Targe
   return state.map((s) => s.result);
 }
 
-function failure(seed: number, target: string, iteration: number, error: unknown, input: Uint8Array | string): FuzzFailure {
+function failure(
+  seed: number,
+  target: string,
+  iteration: number,
+  error: unknown,
+  input: Uint8Array | string,
+): FuzzFailure {
   const bytes = typeof input === "string" ? new TextEncoder().encode(input) : input;
   const kind = error instanceof Violation ? "invariant broken" : "unexpected exception";
-  const what = error instanceof Error ? (error instanceof Violation ? error.message : error.stack ?? error.message) : String(error);
+  const what = error instanceof Error
+    ? (error instanceof Violation ? error.message : error.stack ?? error.message)
+    : String(error);
   const report = [
     `FUZZ FAILURE (${kind}) in target ${target} at iteration ${iteration}, seed ${seed}`,
     `  ${what.replaceAll("\n", "\n  ")}`,
