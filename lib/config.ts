@@ -842,8 +842,7 @@ export function formatConf(cfg: WgConfig, options: FormatOptions = {}): string {
  */
 export function confHookProblem(cmd: string): string | null {
   if (cmd === "") return "it is empty";
-  const nl = cmd.search(/[\n]/);
-  if (nl >= 0) {
+  if (cmd.includes("\n")) {
     return "it holds a line break, and a .conf value ends at the end of its line (the rest would be read " +
       "as further lines of the file); put the commands in a script, or give each its own line in a TOML list";
   }
@@ -864,16 +863,14 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
  */
 export function formatToml(cfg: WgConfig, options: FormatOptions = {}): string {
   for (const [k, cmds] of hooks(cfg)) {
-    for (const c of cmds) {
-      if (LONE_SURROGATE.test(c)) {
-        throw new ConfigError(
-          options.file ?? "(config)",
-          0,
-          `${k} ${
-            quote(c)
-          } cannot be written to a TOML file: it is not valid Unicode (a lone UTF-16 surrogate)`,
-        );
-      }
+    const bad = cmds.find((c) => LONE_SURROGATE.test(c));
+    if (bad !== undefined) {
+      const problem = "it is not valid Unicode (a lone UTF-16 surrogate)";
+      throw new ConfigError(
+        options.file ?? "(config)",
+        0,
+        `${k} ${quote(bad)} cannot be written to TOML: ${problem}`,
+      );
     }
   }
   const list = (xs: string[]) => `[${xs.map(tomlString).join(", ")}]`;
