@@ -10,8 +10,8 @@
  * @module
  */
 import { spawn } from "node:child_process";
-import { chmodSync, mkdirSync, unlinkSync } from "node:fs";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { mkdirSync, unlinkSync } from "node:fs";
+import { connect } from "node:net";
 import process from "node:process";
 import { performance } from "node:perf_hooks";
 import { setImmediate } from "node:timers";
@@ -19,7 +19,7 @@ import { type Clock, Device, Verdict } from "../lib/device.ts";
 import { useX25519, x25519Backend } from "../lib/crypto.ts";
 import { DATA_HEADER_LEN, NOISE_AUTHTAG_LEN } from "../lib/messages.ts";
 import { Coalescer, Segmenter, VNET_HDR_LEN } from "../lib/offload.ts";
-import { EADDRINUSE, formatErrno, formatGet, parseSet, UapiReader, type UapiRequest } from "../lib/uapi.ts";
+import { EADDRINUSE, formatErrno, formatGet, parseSet, type UapiRequest } from "../lib/uapi.ts";
 import { errnoName, SysError } from "../ffi/libc.ts";
 import { LinkMonitor } from "../ffi/netlink.ts";
 import { PollSet, Waker } from "../ffi/poll.ts";
@@ -29,6 +29,7 @@ import { GroRecvBatch, GsoSendBatch, UdpBind, type UdpSocket } from "../ffi/udp.
 import { type AeadSelection, selectAead, selectX25519 } from "./crypto.ts";
 import { systemRng } from "./keys.ts";
 import { Level, levelFromEnv, Logger } from "./log.ts";
+import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
 
 export const SOCKET_DIR = "/var/run/wireguard";
 /** wireguard-go's default MTU: 1500 minus the largest overhead (IPv6 40 + UDP 8 + WireGuard 32). */
@@ -178,7 +179,7 @@ async function claimSocket(path: string): Promise<void> {
 /** Runs the daemon in the foreground until a signal or the interface's deletion; returns the exit code. */
 export async function serve(name: string, log: Logger, reportReady: boolean): Promise<number> {
   const sockPath = `${SOCKET_DIR}/${name}.sock`;
-  let tun: Tun, bind: UdpBind, links: LinkMonitor, waker: Waker, server: Server, transport: AeadSelection;
+  let tun: Tun, bind: UdpBind, links: LinkMonitor, waker: Waker, server: UapiServer, transport: AeadSelection;
   try {
     TIME_SCALE = timeScale();
     // Before the interface exists: TYPETUN_CRYPTO=native without a library is refused with nothing to undo.
@@ -192,7 +193,7 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     links = new LinkMonitor();
     waker = new Waker();
     mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o755 });
-    server = await listenUapi(sockPath);
+    server = await UapiServer.listen(sockPath, log, { idleTimeoutMs: UAPI_IDLE_TIMEOUT_MS / TIME_SCALE });
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     process.stderr.write(`typetun: ${name}: ${msg}\n`);
@@ -204,7 +205,10 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
   device.listenPort = bind.port;
   const index = ifIndex(tun.name);
   if (TIME_SCALE !== 1) {
-    log.error(`TYPETUN_TEST_TIME_SCALE: the protocol clock runs ${TIME_SCALE}× fast (tests only)`);
+    log.error(
+      `TYPETUN_TEST_TIME_SCALE: the protocol clock runs ${TIME_SCALE}× fast, and UAPI clients idle out ` +
+        `${TIME_SCALE}× sooner (tests only)`,
+    );
   }
   log.info(`Interface ${tun.name} created (ifindex ${index}), UDP port ${bind.port}, UAPI on ${sockPath}`);
   log.info(`Transport AEAD: ${transport.name}; X25519: ${x25519Backend().name}`);
@@ -230,12 +234,12 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
   process.on("SIGTERM", onSignal("SIGTERM"));
 
   const loop = new DataPlane(device, tun, bind, links, waker, index, log, stop);
-  server.on("connection", (conn) =>
-    serveUapiConnection(conn, (req) => {
-      const reply = handleUapi(req, device, loop);
-      waker.wake(); // a change may have queued handshakes or keepalives, or moved a deadline
-      return reply;
-    }));
+  server.serve((req) => {
+    const reply = handleUapi(req, device, loop);
+    // A change may have queued handshakes or keepalives, or moved a deadline; a get changes nothing.
+    if (req.op === "set") waker.wake();
+    return reply;
+  });
   if (reportReady) {
     // Started in the background: the parent reads this line and exits, taking the pipes with it. From here on
     // the daemon has no terminal to talk to (as wireguard-go's detached child), so logging stops.
@@ -267,46 +271,6 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
 }
 
 const onOff = (on: boolean) => (on ? "on" : "off");
-
-function listenUapi(path: string): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    // wireguard-go creates the socket with umask 077: only root may configure the interface.
-    const old = process.umask(0o077);
-    server.once("error", (e) => {
-      process.umask(old);
-      reject(e);
-    });
-    server.listen(path, () => {
-      process.umask(old);
-      try {
-        chmodSync(path, 0o755 & ~0o077);
-      } catch {
-        // The umask already made it private.
-      }
-      resolve(server);
-    });
-  });
-}
-
-function serveUapiConnection(conn: Socket, handle: (req: UapiRequest) => string): void {
-  const reader = new UapiReader();
-  const answer = (reqs: UapiRequest[]) => {
-    for (const req of reqs) {
-      conn.write(handle(req));
-      if (req.op === "error") {
-        conn.end();
-        return;
-      }
-    }
-  };
-  conn.on("data", (chunk) => answer(reader.push(chunk.toString("utf8"))));
-  conn.on("end", () => {
-    answer(reader.end());
-    conn.end();
-  });
-  conn.on("error", () => conn.destroy());
-}
 
 /** One UAPI request against the running device (cmd-side effects: rebinding the port, the fwmark). */
 function handleUapi(req: UapiRequest, device: Device, loop: DataPlane): string {

@@ -404,100 +404,309 @@ export type UapiRequest =
   /** The stream is not the protocol. Reply formatErrno(errno) if you like, then close: framing is lost. */
   | { op: "error"; errno: number; message: string };
 
-const GET = "get=1\n";
-const SET = "set=1\n";
+/**
+ * The errno of a request longer than the reader's limit. wireguard-go has no limit (it reads lines with a
+ * bufio.Reader until the blank line), so there is no number to copy; EMSGSIZE makes `wg` print "Message too
+ * long", which says what went wrong, where EPROTO ("Protocol error") would not.
+ */
+export const EMSGSIZE = 90;
 
 /**
- * Splits the text a client writes to the UAPI socket into requests, as wireguard-go's IpcHandle reads them:
+ * The default limit of one request, 4 MiB. The largest request a user sends is `wg setconf` of a big
+ * configuration: per peer `public_key=` (76 bytes), `preshared_key=` (79), an endpoint (about 30),
+ * `persistent_keepalive_interval=25` (33), `replace_allowed_ips=true` (25) and two allowed IPs (about 50), so
+ * about 290 bytes; 10,000 peers are 2.9 MB (tested), and 4 MiB leave room for about 420 bytes a peer. The limit
+ * also bounds what one request costs the event loop that the data plane shares: parseSet() of a body of short
+ * lines takes up to 13 times the body's size in memory and 30 ms a MiB, and a client that never ends its
+ * request and then hangs up gets it parsed (end of input ends a set, as in wireguard-go). At 8 MiB that was
+ * 270 ms and 100 MB at once.
+ */
+export const UAPI_MAX_REQUEST_BYTES = 4 << 20;
+
+const NL = 10;
+const GET_REQUEST = new TextEncoder().encode("get=1\n\n");
+const SET_LINE = new TextEncoder().encode("set=1\n");
+/** What a reader holds between requests; a buffer grown for a big request is given back once it is done. */
+const SMALL_BUFFER = 4096;
+/**
+ * Buffers that big requests grew, wiped, kept for the next big request: at most two. Without them a client
+ * sending request after too-long request made the daemon allocate and drop megabytes each time, and the C
+ * library kept the freed memory (the resident size grew by 100 MB in 4 s); with them it allocates nothing.
+ */
+const spares: Uint8Array<ArrayBuffer>[] = [];
+const MAX_SPARES = 2;
+const utf8 = new TextDecoder();
+const utf8Encoder = new TextEncoder();
+
+/** A request framed but not yet returned; a set's body is the stream's bytes from `from` to `to`. */
+type Framed =
+  | { op: "get"; end: number }
+  | { op: "set"; from: number; to: number; end: number }
+  | { op: "error"; errno: number; message: string };
+
+/**
+ * Splits what a client writes to the UAPI socket into requests, as wireguard-go's IpcHandle reads them:
  * `get=1\n\n`, or `set=1\n` followed by lines up to a blank line. Any number of requests may share a
- * connection, and chunks may split them anywhere. Feed it decoded text (use a streaming TextDecoder).
+ * connection, and chunks may split them anywhere (also inside a UTF-8 character: a set's body is decoded
+ * whole, once it is complete). Feed it the bytes as received, or text.
  *
- * After an `error` request the reader yields nothing more. wireguard-go answers a `get=1` line followed by
- * anything but a blank line with EINVAL, and closes the connection without a reply on an unknown operation;
- * here that is an error request with EPROTO, so the server decides whether to reply before closing.
+ * Linear time and little memory: received bytes are appended to one buffer (grown by doubling, compacted when
+ * at least half of it was consumed), each byte is scanned once when it arrives (a blank line split between two
+ * chunks is caught by remembering whether the last byte was a newline), and a set's body is decoded once,
+ * when it is returned. Nothing already received is copied per chunk or scanned again, and a request sent a
+ * byte at a time costs no more than one sent at once: no string per chunk is kept, so a client cannot fill
+ * the heap with garbage for the collector to find later.
+ *
+ * Pull requests one at a time with {@link next} (a server handles one per turn of the event loop) or all at
+ * once with {@link push}. After an `error` request the reader frames nothing more. wireguard-go answers a
+ * `get=1` line followed by anything but a blank line with EINVAL, and closes the connection without a reply on
+ * an unknown operation; here that is an error request with EPROTO, so the server decides whether to reply
+ * before closing. A request longer than `maxRequestBytes` is an error request with {@link EMSGSIZE}.
  */
 export class UapiReader {
-  #buf = "";
-  /** Where to resume looking for the blank line that ends a pending set (so long bodies scan once). */
-  #scanFrom = 0;
-  #done = false;
+  /** Bytes received and not yet returned: `#buf[#start..#length)`; `#buf[0]` is stream position `#base`. */
+  #buf = new Uint8Array(SMALL_BUFFER);
+  #start = 0;
+  #length = 0;
+  #base = 0;
+  /** Requests framed and not yet returned, from `#framedHead` on. */
+  #framed: (Framed | undefined)[] = [];
+  #framedHead = 0;
+  /** The stream position where the request being received starts. */
+  #request = 0;
+  /** In a set's body: where the body starts, how far it was scanned, and whether that byte was a newline. */
+  #inSet = false;
+  #bodyFrom = 0;
+  #scanned = 0;
+  #lastNl = false;
+  /** No more input is framed: an error was framed, or the input ended. */
+  #stopped = false;
   readonly #maxRequestBytes: number;
 
-  /** @param options.maxRequestBytes a pending request larger than this is an error (default 16 MiB) */
+  /** @param options.maxRequestBytes a request longer than this is an error (default {@link UAPI_MAX_REQUEST_BYTES}) */
   constructor(options: { maxRequestBytes?: number } = {}) {
-    this.#maxRequestBytes = options.maxRequestBytes ?? 16 << 20;
+    this.#maxRequestBytes = options.maxRequestBytes ?? UAPI_MAX_REQUEST_BYTES;
   }
 
-  /** True once an error was reported or end() was called. */
+  /** True once no more input will be framed: after an error, or the end of input. */
   get done(): boolean {
-    return this.#done;
+    return this.#stopped;
   }
 
-  /** Adds received text; returns the requests it completed, in order. */
-  push(chunk: string): UapiRequest[] {
-    const out: UapiRequest[] = [];
-    if (this.#done) return out;
-    this.#buf += chunk;
-    for (let r = this.#next(); r !== null; r = this.#next()) {
-      out.push(r);
-      if (r.op === "error") return this.#fail(out);
-    }
-    if (this.#buf.length > this.#maxRequestBytes) {
-      out.push({ op: "error", errno: EPROTO, message: `Request longer than ${this.#maxRequestBytes} bytes` });
-      return this.#fail(out);
-    }
-    return out;
+  /** Bytes received and not yet returned as requests (0 between requests). */
+  get pending(): number {
+    return this.#length - this.#start;
+  }
+
+  /** Adds received bytes or text; returns the requests it completed, in order. */
+  push(chunk: Uint8Array | string): UapiRequest[] {
+    this.feed(chunk);
+    return this.#drain();
   }
 
   /**
-   * The client closed its sending side. A set cut short by the end of input is still a request, because
-   * wireguard-go's line scanner treats end of input like the blank line; anything else pending is dropped.
+   * The client closed its sending side; returns the requests still pending. A set cut short by the end of
+   * input is still a request, because wireguard-go's line scanner treats end of input like the blank line;
+   * anything else pending is dropped.
    */
   end(): UapiRequest[] {
-    const pending = this.#buf;
-    this.#fail([]);
-    return pending.startsWith(SET) ? [{ op: "set", body: pending.slice(SET.length) }] : [];
+    this.finish();
+    return this.#drain();
   }
 
-  #fail(out: UapiRequest[]): UapiRequest[] {
-    this.#done = true;
-    this.#buf = "";
+  /** Adds received bytes or text; the requests it completes are then returned by {@link next}. */
+  feed(chunk: Uint8Array | string): void {
+    if (this.#stopped || chunk.length === 0) return;
+    if (typeof chunk === "string") {
+      this.#reserve(3 * chunk.length); // UTF-8 takes at most 3 bytes per UTF-16 unit
+      this.#length += utf8Encoder.encodeInto(chunk, this.#buf.subarray(this.#length)).written;
+    } else {
+      this.#reserve(chunk.length);
+      this.#buf.set(chunk, this.#length);
+      this.#length += chunk.length;
+    }
+    this.#frame();
+  }
+
+  /**
+   * The end of input (the client closed its sending side): a set cut short is then a request (see
+   * {@link end}); the requests still pending are returned by {@link next}.
+   */
+  finish(): void {
+    if (this.#stopped) return;
+    if (this.#inSet) {
+      const end = this.#base + this.#length;
+      this.#framed.push({ op: "set", from: this.#bodyFrom, to: end, end });
+    }
+    this.#stopped = true;
+    this.#inSet = false;
+  }
+
+  /** The next complete request, or null until more input arrives. */
+  next(): UapiRequest | null {
+    if (this.#framedHead === this.#framed.length) return null;
+    const f = this.#framed[this.#framedHead]!;
+    this.#framed[this.#framedHead++] = undefined;
+    if (this.#framedHead === this.#framed.length) {
+      this.#framed = [];
+      this.#framedHead = 0;
+    }
+    if (f.op === "error") {
+      this.#release(this.#base + this.#length);
+      return f;
+    }
+    const req: UapiRequest = f.op === "get"
+      ? { op: "get" }
+      : { op: "set", body: utf8.decode(this.#buf.subarray(f.from - this.#base, f.to - this.#base)) };
+    this.#release(f.end);
+    return req;
+  }
+
+  /** Frames what the bytes received since the last call complete. */
+  #frame(): void {
+    const buf = this.#buf;
+    const received = this.#base + this.#length;
+    while (!this.#stopped) {
+      if (this.#inSet) {
+        // The body ends at the first "\n\n", counting the newline of "set=1" itself (an empty body).
+        let j = this.#scanned - this.#base;
+        let nl = this.#lastNl;
+        const end = this.#length;
+        for (; j < end; j++) {
+          if (buf[j] !== NL) nl = false;
+          else if (nl) break;
+          else nl = true;
+        }
+        this.#scanned = this.#base + j;
+        this.#lastNl = nl;
+        if (j === end) break;
+        const blank = this.#base + j; // the blank line's newline
+        this.#inSet = false;
+        if (blank + 1 - this.#request > this.#maxRequestBytes) break; // refused below
+        this.#framed.push({ op: "set", from: this.#bodyFrom, to: blank, end: blank + 1 });
+        this.#request = blank + 1;
+        continue;
+      }
+      // An operation line: "get=1\n" and a blank line, or "set=1\n".
+      const at = this.#request - this.#base;
+      const have = received - this.#request;
+      if (have === 0) break;
+      const get = matching(buf, at, have, GET_REQUEST);
+      if (get === GET_REQUEST.length) {
+        this.#framed.push({ op: "get", end: this.#request + get });
+        this.#request += get;
+        continue;
+      }
+      const set = matching(buf, at, have, SET_LINE);
+      if (set === SET_LINE.length) {
+        this.#inSet = true;
+        this.#bodyFrom = this.#scanned = this.#request + set;
+        this.#lastNl = true;
+        continue;
+      }
+      if (get === have || set === have) break; // what has arrived can still become an operation line
+      if (get === GET_REQUEST.length - 1) {
+        this.#stop(EINVAL, "Trailing text after get=1 (expected a blank line)");
+      } else {
+        let e = at;
+        while (e < this.#length && e < at + 80 && buf[e] !== NL) e++;
+        this.#stop(EPROTO, `Invalid UAPI operation ${quote(utf8.decode(buf.subarray(at, e)))}`);
+      }
+    }
+    if (!this.#stopped && received - this.#request > this.#maxRequestBytes) {
+      this.#stop(EMSGSIZE, `Request longer than ${this.#maxRequestBytes} bytes`);
+    }
+  }
+
+  #drain(): UapiRequest[] {
+    const out: UapiRequest[] = [];
+    for (let r = this.next(); r !== null; r = this.next()) out.push(r);
     return out;
   }
 
-  #next(): UapiRequest | null {
-    const b = this.#buf;
-    if (b.length === 0) return null;
-    if (b.startsWith(GET)) {
-      if (b.length === GET.length) return null;
-      if (b[GET.length] !== "\n") {
-        return { op: "error", errno: EINVAL, message: "Trailing text after get=1 (expected a blank line)" };
-      }
-      this.#consume(GET.length + 1);
-      return { op: "get" };
+  /** Frames an error: nothing after it is read, and the bytes no framed request needs are dropped at once. */
+  #stop(errno: number, message: string): void {
+    this.#framed.push({ op: "error", errno, message });
+    this.#stopped = true;
+    this.#inSet = false;
+    let keep = this.#base + this.#start;
+    for (let k = this.#framedHead; k < this.#framed.length; k++) {
+      const f = this.#framed[k]!;
+      if (f.op !== "error") keep = f.end;
     }
-    if (b.startsWith(SET)) {
-      // The body ends at the first "\n\n" counting the newline of "set=1" itself (an empty body).
-      const end = b.indexOf("\n\n", Math.max(SET.length - 1, this.#scanFrom));
-      if (end < 0) {
-        this.#scanFrom = b.length - 1;
-        return null;
-      }
-      const body = b.slice(SET.length, end + 1);
-      this.#consume(end + 2);
-      return { op: "set", body };
-    }
-    // Wait while what has arrived can still become an operation line.
-    if (b.length < GET.length && (GET.startsWith(b) || SET.startsWith(b))) return null;
-    const nl = b.indexOf("\n");
-    const op = nl < 0 ? b : b.slice(0, nl);
-    return { op: "error", errno: EPROTO, message: `Invalid UAPI operation ${quote(op)}` };
+    const length = keep - this.#base;
+    this.#buf.fill(0, length, this.#length); // the refused text may hold keys
+    this.#length = length;
+    if (this.#length === this.#start) this.#release(keep);
   }
 
-  #consume(n: number): void {
-    this.#buf = this.#buf.slice(n);
-    this.#scanFrom = 0;
+  /** Forgets everything pending (the connection is gone) and wipes it; the reader frames nothing more. */
+  discard(): void {
+    this.#framed = [];
+    this.#framedHead = 0;
+    this.#stopped = true;
+    this.#inSet = false;
+    this.#release(this.#base + this.#length);
   }
+
+  /** Everything before stream position `pos` has been returned. */
+  #release(pos: number): void {
+    this.#start = pos - this.#base;
+    if (this.#start < this.#length) return;
+    // Nothing left: wipe what was received (set requests carry keys), start over at the front, and give back
+    // a buffer a big request grew.
+    this.#buf.fill(0, 0, this.#length);
+    this.#base = pos;
+    this.#start = this.#length = 0;
+    if (this.#buf.length > SMALL_BUFFER) {
+      spare(this.#buf);
+      this.#buf = new Uint8Array(SMALL_BUFFER);
+    }
+  }
+
+  /** Makes room for `n` more bytes: moves the unreturned bytes to the front, or grows the buffer. */
+  #reserve(n: number): void {
+    const kept = this.#length - this.#start;
+    if (this.#length + n <= this.#buf.length) return;
+    if (kept + n <= this.#buf.length >> 1) {
+      // At least half of the buffer was returned: moving the rest costs no more than what was returned.
+      this.#buf.copyWithin(0, this.#start, this.#length);
+      this.#buf.fill(0, kept, this.#length);
+    } else {
+      // Doubling, but never much past what the limit lets a request hold.
+      const size = Math.min(2 * this.#buf.length, this.#maxRequestBytes + SMALL_BUFFER);
+      const grown = takeSpare(kept + n) ?? new Uint8Array(Math.max(size, kept + n));
+      grown.set(this.#buf.subarray(this.#start, this.#length));
+      this.#buf.fill(0, 0, this.#length);
+      if (this.#buf.length > SMALL_BUFFER) spare(this.#buf);
+      this.#buf = grown;
+    }
+    this.#base += this.#start;
+    this.#length = kept;
+    this.#start = 0;
+  }
+}
+
+/** Keeps a wiped buffer for the next big request, if there is room. */
+function spare(buf: Uint8Array<ArrayBuffer>): void {
+  if (spares.length < MAX_SPARES) spares.push(buf);
+}
+
+/** The smallest spare buffer of at least `n` bytes, taken from the spares; null if none is big enough. */
+function takeSpare(n: number): Uint8Array<ArrayBuffer> | null {
+  let best = -1;
+  for (let i = 0; i < spares.length; i++) {
+    if (spares[i]!.length >= n && (best < 0 || spares[i]!.length < spares[best]!.length)) best = i;
+  }
+  return best < 0 ? null : spares.splice(best, 1)[0]!;
+}
+
+/** How many of the first `have` bytes at `buf[at]` match `pattern` (stops at the first difference). */
+function matching(buf: Uint8Array, at: number, have: number, pattern: Uint8Array): number {
+  const n = Math.min(have, pattern.length);
+  let i = 0;
+  while (i < n && buf[at + i] === pattern[i]) i++;
+  return i;
 }
 
 // ---- Keys as text ----

@@ -7,6 +7,7 @@ import {
   EADDRINUSE,
   EINVAL,
   EIO,
+  EMSGSIZE,
   ENOANO,
   EPROTO,
   formatErrno,
@@ -18,6 +19,7 @@ import {
   keyToHex,
   parseGet,
   parseSet,
+  UAPI_MAX_REQUEST_BYTES,
   UapiReader,
 } from "../../lib/uapi.ts";
 
@@ -45,7 +47,7 @@ function ok<T>(r: { ok: true; value: T } | { ok: false; errno: number; message: 
 const COUNTING = Uint8Array.from({ length: 32 }, (_, i) => i);
 
 Deno.test("errno constants are Linux's", () => {
-  assert.deepEqual([EIO, EINVAL, ENOANO, EPROTO, EADDRINUSE], [5, 22, 55, 71, 98]);
+  assert.deepEqual([EIO, EINVAL, ENOANO, EPROTO, EMSGSIZE, EADDRINUSE], [5, 22, 55, 71, 90, 98]);
 });
 
 Deno.test("keys as hex", async (t) => {
@@ -567,12 +569,145 @@ Deno.test("UapiReader", async (t) => {
     assert.ok(out[0]!.op === "error" && out[0]!.errno === EINVAL);
   });
 
-  await t.step("a request larger than the limit is an error", () => {
-    const r = new UapiReader({ maxRequestBytes: 100 });
+  await t.step(
+    "a request longer than the limit is refused with EMSGSIZE, and what came before still counts",
+    () => {
+      const r = new UapiReader({ maxRequestBytes: 100 });
+      assert.deepEqual(r.push("get=1\n\nset=1\n"), [{ op: "get" }]);
+      const out = r.push("allowed_ip=10.0.0.0/8\n".repeat(10));
+      assert.equal(out.length, 1);
+      assert.ok(out[0]!.op === "error" && out[0]!.errno === EMSGSIZE);
+      assert.equal(r.done, true);
+      assert.equal(r.pending, 0, "the refused text is not kept");
+      assert.deepEqual(r.push("\nget=1\n\n"), [], "nothing after it is read");
+
+      // Complete in one chunk, but too long: refused all the same; the get before it is answered.
+      const whole = new UapiReader({ maxRequestBytes: 100 }).push(
+        `get=1\n\nset=1\n${"fwmark=0\n".repeat(20)}\nget=1\n\n`,
+      );
+      assert.deepEqual(whole.map((q) => q.op), ["get", "error"]);
+      assert.ok(whole[1]!.op === "error" && whole[1]!.errno === EMSGSIZE);
+
+      // A request of exactly the limit passes, counted from its own start (not from earlier requests).
+      const body = "fwmark=0\n".repeat(10); // "set=1\n" + 90 + "\n" = 97 characters
+      const exact = new UapiReader({ maxRequestBytes: 97 });
+      for (let i = 0; i < 3; i++) assert.deepEqual(exact.push(`set=1\n${body}\n`), [{ op: "set", body }]);
+      assert.deepEqual(exact.push(`set=1\n${body}x\n\n`).map((q) => q.op), ["error"]);
+    },
+  );
+
+  await t.step("the default limit lets a 10,000-peer setconf through", () => {
+    const peers = Array.from({ length: 10_000 }, (_, i) => ({
+      publicKey: Uint8Array.from({ length: 32 }, (_, j) => (i * 31 + j * 7) & 0xff),
+      remove: false,
+      updateOnly: false,
+      presharedKey: key(9),
+      endpoint: endpoint(`192.0.2.${i % 250}:${20000 + i}`),
+      persistentKeepalive: 25,
+      replaceAllowedIps: true,
+      allowedIps: [cidr(`10.${i >> 8}.${i & 0xff}.0/24`), cidr(`fd00:${i.toString(16)}::/64`)],
+    }));
+    const body = formatSet({ privateKey: key(1), listenPort: 51820, replacePeers: true, peers });
+    assert.ok(body.length > 2_500_000 && body.length < 0.75 * UAPI_MAX_REQUEST_BYTES, `${body.length} bytes`);
+    const r = new UapiReader();
+    const got = [];
+    // In socket-sized chunks, as the daemon receives it.
+    const text = `set=1\n${body}\n`;
+    for (let i = 0; i < text.length; i += 65536) got.push(...r.push(text.slice(i, i + 65536)));
+    assert.equal(got.length, 1);
+    assert.ok(got[0]!.op === "set");
+    if (got[0]!.op === "set") assert.equal(ok(parseSet(got[0]!.body)).peers.length, 10_000);
+  });
+
+  await t.step("linear time: 1 MiB a character at a time", () => {
+    const n = 1 << 20;
+    // One set whose body arrives a character at a time (the trickling client of issue 11).
+    const line = "allowed_ip=10.1.2.3/32\n";
+    const text = `set=1\npublic_key=${hex(3)}\n${line.repeat(Math.ceil(n / line.length))}\n`;
+    let t0 = performance.now();
+    const r = new UapiReader();
+    let got: ReturnType<UapiReader["push"]> = [];
+    for (let i = 0; i < text.length; i++) {
+      const out = r.push(text[i]!);
+      if (out.length) got = out;
+    }
+    const setMs = performance.now() - t0;
+    assert.equal(got.length, 1);
+    assert.ok(got[0]!.op === "set" && got[0]!.body.length === text.length - 7);
+    // Pipelined gets, a byte at a time (as the daemon feeds what it receives).
+    const gets = new TextEncoder().encode("get=1\n\n".repeat(Math.ceil(n / 7)));
+    t0 = performance.now();
+    const g = new UapiReader();
+    let count = 0;
+    for (let i = 0; i < gets.length; i++) count += g.push(gets.subarray(i, i + 1)).length;
+    const getMs = performance.now() - t0;
+    assert.equal(count, Math.ceil(n / 7));
+    // Quadratic framing took 13.8 s for a quarter of this (issue 11); linear takes some tens of milliseconds.
+    assert.ok(setMs < 500, `the set took ${setMs.toFixed(0)} ms`);
+    assert.ok(getMs < 500, `the gets took ${getMs.toFixed(0)} ms`);
+  });
+
+  await t.step("a blank line split between chunks ends the request; one newline does not", () => {
+    const r = new UapiReader();
+    assert.deepEqual(r.push("set=1\nfwmark=1\n"), []);
+    assert.deepEqual(r.push("\n"), [{ op: "set", body: "fwmark=1\n" }]);
     assert.deepEqual(r.push("set=1\n"), []);
-    const out = r.push("allowed_ip=10.0.0.0/8\n".repeat(10));
-    assert.equal(out.length, 1);
-    assert.ok(out[0]!.op === "error" && out[0]!.errno === EPROTO);
+    assert.deepEqual(r.push("\n"), [{ op: "set", body: "" }]);
+    assert.deepEqual(r.push("set=1\nfwmark=1"), []);
+    assert.deepEqual(r.push("\nfwmark=2"), []);
+    assert.deepEqual(r.push("\n"), []);
+    assert.deepEqual(r.push("\nget=1\n"), [{ op: "set", body: "fwmark=1\nfwmark=2\n" }]);
+    assert.deepEqual(r.push("\n"), [{ op: "get" }]);
+  });
+
+  await t.step("split anywhere into three: the same requests", () => {
+    const text = `get=1\n\nset=1\n${setBody}\nset=1\n\nget=1\n\nset=1\nfwmark=7\n\n`;
+    const whole = new UapiReader().push(text);
+    assert.deepEqual(whole.map((q) => q.op), ["get", "set", "set", "get", "set"]);
+    for (let a = 0; a <= text.length; a++) {
+      for (let b = a; b <= text.length; b++) {
+        const r = new UapiReader();
+        const got = [...r.push(text.slice(0, a)), ...r.push(text.slice(a, b)), ...r.push(text.slice(b))];
+        assert.deepEqual(got, whole, `cut at ${a} and ${b}`);
+        assert.equal(r.pending, 0);
+      }
+    }
+  });
+
+  await t.step("pipelined requests come out one at a time with next()", () => {
+    const r = new UapiReader();
+    r.feed(`get=1\n\nset=1\n${setBody}\nget=1\n\nset=1\nfwm`);
+    assert.equal(r.pending, 7 + 6 + setBody.length + 1 + 7 + 9);
+    assert.deepEqual(r.next(), { op: "get" });
+    assert.deepEqual(r.next(), { op: "set", body: setBody });
+    assert.equal(r.pending, 7 + 9);
+    assert.deepEqual(r.next(), { op: "get" });
+    assert.equal(r.next(), null);
+    assert.equal(r.pending, 9, "the unfinished set is held");
+    r.feed("ark=1\n\n");
+    assert.deepEqual(r.next(), { op: "set", body: "fwmark=1\n" });
+    assert.equal(r.next(), null);
+    assert.equal(r.pending, 0);
+  });
+
+  await t.step("a request that is not an operation is refused at once, without waiting for its line", () => {
+    const r = new UapiReader();
+    r.feed("get=1\n\nhello");
+    assert.deepEqual(r.next(), { op: "get" });
+    const e = r.next();
+    assert.ok(e && e.op === "error" && e.errno === EPROTO && e.message.includes("hello"), JSON.stringify(e));
+    assert.equal(r.next(), null);
+    assert.equal(r.pending, 0);
+  });
+
+  await t.step("bytes as received: a UTF-8 character split between chunks stays whole", () => {
+    // The daemon feeds the socket's bytes; a set's body is decoded once it is complete.
+    const bytes = new TextEncoder().encode("get=1\n\nset=1\nfwmark=\u00e9\u20ac\n\n");
+    const r = new UapiReader();
+    const got = [];
+    for (let i = 0; i < bytes.length; i++) got.push(...r.push(bytes.subarray(i, i + 1)));
+    assert.deepEqual(got, [{ op: "get" }, { op: "set", body: "fwmark=\u00e9\u20ac\n" }]);
+    assert.equal(r.pending, 0);
   });
 
   await t.step("end of input completes a pending set, nothing else", () => {
