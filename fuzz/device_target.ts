@@ -56,6 +56,7 @@ export function deviceTarget(p: Prng, aead?: TransportAead): Target {
   let input: Uint8Array = new Uint8Array(0);
   let step = 0;
   let serial = 0;
+  let cookiesTaken = 0;
 
   const sourceKey = (to: number, src: Endpoint) => `${to} ${src.toString()}`;
 
@@ -67,7 +68,9 @@ export function deviceTarget(p: Prng, aead?: TransportAead): Target {
     if (!m1) return;
     const nonce = data.subarray(COOKIE_NONCE, COOKIE_NONCE + COOKIE_NONCE_LEN);
     const cookie = xaeadDecrypt(cookieKeys[from.i]!, nonce, data.subarray(COOKIE_ENCRYPTED), m1);
-    if (cookie) cookies.set(key, cookie);
+    if (!cookie) return;
+    cookies.set(key, cookie);
+    cookiesTaken++;
   };
 
   /** Recomputes mac1 (and mac2 when a cookie for this source is known) of a handshake message for `to`. */
@@ -246,7 +249,7 @@ export function deviceTarget(p: Prng, aead?: TransportAead): Target {
     if (p.chance(0.5) || w.captured[1]!.length === 0) {
       msg = p.bytes(148);
       writeHeader(msg, 1);
-      if (p.chance(0.3)) remac(msg, to, src);
+      if (p.chance(0.6)) remac(msg, to, src);
     } else {
       msg = mutate(p, p.pick(w.captured[1]!), undefined, 4);
       if (msg.length === 148 && p.chance(0.7)) remac(msg, to, src);
@@ -313,7 +316,7 @@ export function deviceTarget(p: Prng, aead?: TransportAead): Target {
       }
       if (phase >= MIXED_STEPS) {
         // Flood: many handshakes within a few seconds of protocol time.
-        w.clock.t += p.below(3);
+        if (p.chance(0.3)) w.clock.t += 1;
         floodOne();
         w.checkBounds();
         return;
@@ -340,6 +343,6 @@ export function deviceTarget(p: Prng, aead?: TransportAead): Target {
       }
       w.checkBounds();
     },
-    stats: () => ({ ...w.stats }),
+    stats: () => ({ ...w.stats, cookies: cookiesTaken }),
   };
 }

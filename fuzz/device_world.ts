@@ -69,7 +69,14 @@ export class World {
   /** Counters each receiving keypair accepted. */
   readonly #accepted = new WeakMap<Keypair, Set<number | string>>();
   readonly #heapAtStart = process.memoryUsage().heapUsed;
-  readonly stats = { delivered: 0, keepalives: 0, handshakes: 0, recoveries: 0 };
+  readonly stats = {
+    delivered: 0,
+    keepalives: 0,
+    handshakes: 0,
+    recoveries: 0,
+    cookieSent: 0,
+    rateLimited: 0,
+  };
 
   /** `aead` replaces the transport AEAD (a test hands in a broken one to see the invariants catch it). */
   constructor(readonly p: Prng, aead?: TransportAead) {
@@ -196,6 +203,10 @@ export class World {
       this.stats.keepalives++;
     } else if (v === Verdict.Handled) {
       this.stats.handshakes++;
+    } else if (v === Verdict.DropCookieSent) {
+      this.stats.cookieSent++;
+    } else if (v === Verdict.DropRateLimited) {
+      this.stats.rateLimited++;
     }
     return v;
   }

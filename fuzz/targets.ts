@@ -2,6 +2,7 @@
 import { allowedIpsTarget } from "./allowedips_target.ts";
 import { configTarget } from "./config_target.ts";
 import { deviceTarget } from "./device_target.ts";
+import { ipTarget } from "./ip_target.ts";
 import { offloadTarget } from "./offload_target.ts";
 import { rateLimiterTarget } from "./ratelimiter_target.ts";
 import { replayTarget } from "./replay_target.ts";
@@ -13,6 +14,7 @@ export const TARGETS: [string, TargetFactory][] = [
   ["replay", (p) => replayTarget(p)],
   ["ratelimiter", rateLimiterTarget],
   ["allowedips", (p) => allowedIpsTarget(p)],
+  ["ip", ipTarget],
   ["offload", offloadTarget],
   ["uapi", uapiTarget],
   ["config", configTarget],

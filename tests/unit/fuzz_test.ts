@@ -23,7 +23,7 @@ function assertClean(r: FuzzResult): void {
 }
 
 Deno.test("fuzz: every target, fixed seed, short budget", () => {
-  const r = runFuzz({ seed: 20261128, seconds: 1.2 * TARGETS.length, targets: TARGETS });
+  const r = runFuzz({ seed: 20261128, seconds: 1.0 * TARGETS.length, targets: TARGETS });
   assertClean(r);
   const device = r.results.find((t) => t.name === "device")!;
   // The liveness check after a flood ran, and data was delivered along the way.
@@ -38,7 +38,7 @@ Deno.test("fuzz: every target, fixed seed, short budget", () => {
 Deno.test("fuzz: every target, a random seed", () => {
   const seed = crypto.getRandomValues(new Uint32Array(1))[0]!;
   console.log(`fuzz seed ${seed} (reproduce: deno task fuzz --seed ${seed})`);
-  assertClean(runFuzz({ seed, seconds: 0.6 * TARGETS.length, targets: TARGETS }));
+  assertClean(runFuzz({ seed, seconds: 0.5 * TARGETS.length, targets: TARGETS }));
 });
 
 Deno.test("fuzz: a run is reproducible from its seed", () => {
