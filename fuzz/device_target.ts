@@ -8,7 +8,8 @@
  *   counters; timers;
  * - flood: handshake-shaped datagrams in bulk from many sources (random, re-MACed, replayed), with bounds
  *   on what may pile up and on the heap;
- * - recovery: with the endpoints reset, every pair of nodes must handshake and carry a packet each way.
+ * - recovery: with the endpoints reset (and every other time the peers replaced, so that no session is
+ *   left), every pair of nodes must handshake and carry a packet each way.
  * @module
  */
 import { hash, mac, type TransportAead, xaeadDecrypt } from "../lib/crypto.ts";
@@ -259,19 +260,9 @@ export function deviceTarget(p: Prng, aead?: TransportAead): Target {
 
   /** Every pair must handshake and carry a packet each way, within RECOVERY_LIMIT_MS of protocol time. */
   const recover = () => {
-    for (const a of nodes) {
-      a.device.apply({
-        replacePeers: false,
-        peers: nodes.filter((b) => b !== a).map((b) => ({
-          publicKey: b.publicKey,
-          remove: false,
-          updateOnly: true,
-          endpoint: b.endpoint,
-          replaceAllowedIps: false,
-          allowedIps: [],
-        })),
-      });
-    }
+    // Endpoints back where the nodes are (roaming may have moved them to an attacker's address); every other
+    // time, new peer state too, so that a fresh handshake must succeed right after the flood.
+    w.configure(w.stats.recoveries % 2 === 1);
     w.inflight = [];
     for (const a of nodes) {
       for (const b of nodes) {

@@ -96,9 +96,17 @@ export class World {
         ip6: new Uint8Array([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i + 1]),
       });
     }
+    this.configure(false);
+  }
+
+  /**
+   * Gives every node the others as peers, at their real endpoints, each with its two tunnel addresses. With
+   * `fresh`, the peers are replaced (new peer state, no session): the next packet needs a new handshake.
+   */
+  configure(fresh: boolean): void {
     for (const a of this.nodes) {
       a.device.apply({
-        replacePeers: false,
+        replacePeers: fresh,
         peers: this.nodes.filter((b) => b !== a).map((b) => ({
           publicKey: b.publicKey,
           remove: false,
