@@ -136,8 +136,9 @@ function startInBackground(name: string): Promise<number> {
 
 /**
  * For tests only: `TYPETUN_TEST_TIME_SCALE=20` makes the protocol's clock run 20 times faster, so the paper's
- * timers (rekey after 120 s, reject after 180 s, …) fire in seconds while the constants stay as written. The
- * wall clock (handshake timestamps, last-handshake time) is never scaled.
+ * timers (rekey after 120 s, reject after 180 s, …) fire in seconds while the constants stay as written; the
+ * UAPI idle timeout shrinks with it (to no less than a second). The wall clock (handshake timestamps,
+ * last-handshake time) is never scaled.
  */
 export function timeScale(value = process.env.TYPETUN_TEST_TIME_SCALE): number {
   if (value === undefined || value === "") return 1;
@@ -193,7 +194,9 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     links = new LinkMonitor();
     waker = new Waker();
     mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o755 });
-    server = await UapiServer.listen(sockPath, log, { idleTimeoutMs: UAPI_IDLE_TIMEOUT_MS / TIME_SCALE });
+    // Tests shorten the idle timeout with the clock, but never below a second (a `wg` command needs less).
+    const idleTimeoutMs = Math.max(1000, UAPI_IDLE_TIMEOUT_MS / TIME_SCALE);
+    server = await UapiServer.listen(sockPath, log, { idleTimeoutMs });
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     process.stderr.write(`typetun: ${name}: ${msg}\n`);

@@ -5,7 +5,8 @@
  * The data plane (DataPlane.run in daemon.ts) shares the main thread's event loop with this server: when busy
  * it yields every few rounds, and when idle it awaits an asynchronous poll. Whatever this server does in one
  * callback delays packets by that long, and whatever it buffers is the daemon's memory. Hence:
- * - framing in linear time, with a size limit per request (lib/uapi.ts's UapiReader, refused with EMSGSIZE);
+ * - framing in linear time, with a size limit per request (lib/uapi.ts's UapiReader, refused with EMSGSIZE;
+ *   what the client still sends after a refusal is read and dropped, up to the limit, so it can read the errno);
  * - at most one request per connection per turn of the event loop (the next one waits for setImmediate), so
  *   a client that pipelines thousands of requests gets them answered in slices between the data plane's turns;
  * - backpressure: while a connection's replies are not being read (write() returned false) neither are its
@@ -13,7 +14,8 @@
  * - at most {@link UAPI_MAX_CONNECTIONS} connections (a newcomer displaces the oldest idle one), and one that
  *   makes no progress (sends nothing and reads none of its replies) for {@link UAPI_IDLE_TIMEOUT_MS} is closed.
  *
- * wireguard-go has none of these limits; a trickled set there holds the device lock, and packets stop.
+ * wireguard-go has none of these limits: it keeps every connection, and a trickled set holds its device lock,
+ * so another client's `wg show` waits for it (tests/netns/uapi_abuse_test.ts measures both).
  * @module
  */
 import { chmodSync } from "node:fs";
@@ -21,7 +23,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import process from "node:process";
 import { clearTimeout, setImmediate, setTimeout } from "node:timers";
-import { ENOANO, formatErrno, UapiReader, type UapiRequest } from "../lib/uapi.ts";
+import { ENOANO, formatErrno, UAPI_MAX_REQUEST_BYTES, UapiReader, type UapiRequest } from "../lib/uapi.ts";
 import type { Logger } from "./log.ts";
 
 /**
@@ -155,21 +157,41 @@ class UapiConnection {
   /** write() returned false: no more requests until the client reads and 'drain' comes. */
   #blocked = false;
   #closed = false;
+  /** The client ended its side. */
+  #eof = false;
+  /**
+   * No more requests will be read (the input ended, or a request was refused): what still arrives is dropped,
+   * up to `#discardLeft` bytes, so a client still writing the request it was refused (`wg setconf` of a file
+   * over the limit) can finish and read the errno, instead of failing on a closed socket.
+   */
+  #draining = false;
+  #discardLeft: number;
   #lastProgress = performance.now();
   #timer: ReturnType<typeof setTimeout>;
   readonly #pump = () => this.#handleOne();
 
   constructor(readonly server: UapiServer, readonly sock: Socket) {
     this.#reader = new UapiReader({ maxRequestBytes: server.maxRequestBytes });
+    this.#discardLeft = server.maxRequestBytes ?? UAPI_MAX_REQUEST_BYTES;
     // The reader takes the bytes as they come (it copies them; a set's body is decoded once complete).
     sock.on("data", (chunk: Uint8Array) => {
       this.#progress();
+      if (this.#draining) {
+        this.#discardLeft -= chunk.length;
+        if (this.#discardLeft < 0) this.destroy();
+        return;
+      }
       this.#reader.feed(chunk);
       // Read no more until what this chunk completed has been handled (one request per turn).
       sock.pause();
       this.#schedule();
     });
     sock.on("end", () => {
+      this.#eof = true;
+      if (this.#draining) {
+        if (this.sock.writableFinished) this.destroy(); // else once the replies are written (below)
+        return;
+      }
       this.#reader.finish();
       this.#schedule();
     });
@@ -210,8 +232,15 @@ class UapiConnection {
     const req = this.#reader.next();
     if (req === null) {
       if (this.#reader.done) {
-        // The input ended or was not the protocol: close once the replies are written.
-        if (!this.sock.writableEnded) this.sock.end(() => this.destroy());
+        // The input ended or was not the protocol: end our side once the replies are written, and close when
+        // the client has ended its side too (or sent more than we drop, or went idle).
+        if (!this.#draining) {
+          this.#draining = true;
+          this.sock.end(() => {
+            if (this.#eof) this.destroy();
+          });
+          this.sock.resume();
+        }
       } else {
         this.sock.resume();
       }

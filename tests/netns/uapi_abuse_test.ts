@@ -14,11 +14,12 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import process from "node:process";
-import { parseGet } from "../../lib/uapi.ts";
+import { parseGet, UAPI_MAX_REQUEST_BYTES } from "../../lib/uapi.ts";
 import { uapiRequest } from "../../cmd/uapi_client.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UAPI_MAX_CONNECTIONS } from "../../cmd/uapi_server.ts";
 import { cannotRun, inNs, type Lab, labTest, sh, sleep, tag, wgKeys, wgSet } from "./_lab.ts";
@@ -332,3 +333,48 @@ labTest("uapi abuse: 200 connections that send nothing", skip, async (lab) => {
   assert.equal(m.client.closedByDaemon, 200, "every idle connection was closed before the client gave up");
   assert.ok(m.client.lastCloseMs < IDLE_MS + 1500, `the last one after ${m.client.lastCloseMs} ms`);
 });
+
+labTest(
+  "uapi limit: wg setconf of 10,000 peers goes through; one over the limit says Message too long",
+  skip,
+  async (lab) => {
+    const t = tag();
+    const ns = lab.ns(`tu3${t}`);
+    const wg = `tuw3${t}`;
+    await lab.daemon(wg, ns, { LOG_LEVEL: "error" });
+    const conf = `/tmp/typetun-${t}.conf`;
+    /** A configuration of `n` peers (random keys, an endpoint, a keepalive and two allowed IPs each). */
+    const write = (n: number) => {
+      const lines = ["[Interface]", "ListenPort = 51840"];
+      for (let i = 0; i < n; i++) {
+        lines.push(
+          "[Peer]",
+          `PublicKey = ${randomBytes(32).toString("base64")}`,
+          `PresharedKey = ${randomBytes(32).toString("base64")}`,
+          `Endpoint = 192.0.2.${i % 250}:${20000 + (i % 40000)}`,
+          "PersistentKeepalive = 25",
+          `AllowedIPs = 10.${(i >> 8) & 0xff}.${i & 0xff}.0/24, fd00:${i.toString(16)}::/64`,
+        );
+      }
+      writeFileSync(conf, lines.join("\n") + "\n");
+    };
+    try {
+      write(10_000);
+      sh(`wg setconf ${wg} ${conf}`, 60_000);
+      assert.equal(sh(`wg show ${wg} peers`).trim().split("\n").length, 10_000, "all 10,000 peers are there");
+
+      // About 300 bytes a peer: 15,000 peers are over the limit. wg writes it all, then reads the errno.
+      write(Math.ceil(UAPI_MAX_REQUEST_BYTES / 280));
+      let err = "";
+      try {
+        sh(`wg setconf ${wg} ${conf}`, 60_000);
+      } catch (e) {
+        err = String((e as { stderr?: string }).stderr);
+      }
+      assert.match(err, /Message too long/, "wg reports the refusal");
+      assert.equal(sh(`wg show ${wg} peers`).trim().split("\n").length, 10_000, "nothing changed");
+    } finally {
+      rmSync(conf, { force: true });
+    }
+  },
+);
