@@ -4,7 +4,7 @@
  * - UapiReader frames it the same way whether it arrives whole or in random chunks, and as a plain reference
  *   framing does (operation, errno and body; messages may differ);
  * - parseSet never throws, and what it accepts survives formatSet → parseSet unchanged;
- * - applying it to a Device leaves the configuration a simple model predicts (deviceModel.ts), and what
+ * - applying it to a Device leaves the configuration a simple model predicts (uapi_model.ts), and what
  *   formatGet reports of it survives parseGet → formatGet unchanged.
  * @module
  */
@@ -187,17 +187,36 @@ export function uapiTarget(p: Prng): Target {
       const want = frameReference(input);
       const whole = new UapiReader();
       const a = [...whole.push(input), ...whole.end()].map(simplify);
+      // The same stream as bytes in random pieces, which may split a UTF-8 character.
+      const bytes = new TextEncoder().encode(input);
       const chunked = new UapiReader();
       const b: Framed[] = [];
-      for (let i = 0; i < input.length;) {
-        let n = p.chance(0.3) ? 1 : p.int(1, 40);
-        // A streaming decoder never splits a character: keep surrogate pairs whole, as the reader expects.
-        const last = input.charCodeAt(i + n - 1);
-        if (last >= 0xd800 && last <= 0xdbff) n++;
-        b.push(...chunked.push(input.slice(i, i + n)).map(simplify));
+      for (let i = 0; i < bytes.length;) {
+        const n = p.chance(0.3) ? 1 : p.int(1, 40);
+        b.push(...chunked.push(bytes.subarray(i, i + n)).map(simplify));
         i += n;
       }
       b.push(...chunked.end().map(simplify));
+      // With a small request limit: the reader never holds more than the limit and one piece, returns no
+      // longer body, and frames requests well under the limit as the reference does.
+      const limit = p.int(8, 400);
+      const limited = new UapiReader({ maxRequestBytes: limit });
+      const c: Framed[] = [];
+      for (let i = 0; i < bytes.length;) {
+        const n = p.int(1, 40);
+        c.push(...limited.push(bytes.subarray(i, i + n)).map(simplify));
+        check(limited.pending <= limit + n, () => `reader holds ${limited.pending} bytes, limit ${limit}`);
+        i += n;
+      }
+      c.push(...limited.end().map(simplify));
+      for (const r of c) {
+        if (r.op === "set") {
+          check(new TextEncoder().encode(r.body).length <= limit, "a body over the limit was returned");
+        }
+      }
+      if (bytes.length <= limit / 2) {
+        check(JSON.stringify(c) === JSON.stringify(want), "framing under a limit it never reaches");
+      }
       const show = (x: Framed[]) => JSON.stringify(x);
       check(show(a) === show(want), () => `framing: reader ${show(a)}, reference ${show(want)}`);
       check(show(b) === show(want), () => `framing in chunks: reader ${show(b)}, reference ${show(want)}`);
