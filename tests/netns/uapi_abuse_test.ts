@@ -199,6 +199,8 @@ interface Measured {
   gets: number[];
   rssBeforeKb: number;
   rssMaxKb: number;
+  /** The largest RSS while the abusive client ran (rssMaxKb includes the time after it left). */
+  rssDuringKb: number;
   fdsBefore: number;
   fdsMax: number;
   stoppedEarly: boolean;
@@ -243,10 +245,12 @@ async function underAbuse(lab: Lab, kind: Kind): Promise<Measured> {
   let pinging = true;
   void pingOut.then(() => (pinging = false));
 
-  let rssMaxKb = rssBeforeKb, fdsMax = fdsBefore, stoppedEarly = false;
+  let rssMaxKb = rssBeforeKb, rssDuringKb = rssBeforeKb, fdsMax = fdsBefore, stoppedEarly = false;
   const sampler = (async () => {
     while (pinging) {
-      rssMaxKb = Math.max(rssMaxKb, rssKb(pid));
+      const rss = rssKb(pid);
+      rssMaxKb = Math.max(rssMaxKb, rss);
+      if (client.exitCode === null) rssDuringKb = Math.max(rssDuringKb, rss);
       fdsMax = Math.max(fdsMax, fds(pid));
       if (rssMaxKb > RSS_EMERGENCY_KB && client.exitCode === null) {
         stoppedEarly = true;
@@ -274,7 +278,18 @@ async function underAbuse(lab: Lab, kind: Kind): Promise<Measured> {
     ? JSON.parse(out.trim().split("\n").at(-1)!)
     : { opened: 0, closedByDaemon: 0, written: 0, errnos: [], closedWithin1s: 0, lastCloseMs: 0 };
   const rtts = [...(await pingOut).matchAll(/icmp_seq=\d+ .*time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-  return { sent: count, rtts, gets, rssBeforeKb, rssMaxKb, fdsBefore, fdsMax, stoppedEarly, client: report };
+  return {
+    sent: count,
+    rtts,
+    gets,
+    rssBeforeKb,
+    rssMaxKb,
+    rssDuringKb,
+    fdsBefore,
+    fdsMax,
+    stoppedEarly,
+    client: report,
+  };
 }
 
 function summary(kind: Kind, m: Measured): string {
@@ -286,7 +301,8 @@ function summary(kind: Kind, m: Measured): string {
   return `[${kind}] pings: ${good}/${m.sent} answered within 20 ms (${m.rtts.length} answered; RTT median ` +
     `${q(0.5).toFixed(2)} ms, p90 ${q(0.9).toFixed(2)} ms, max ${q(1).toFixed(2)} ms); gets: ` +
     `${answered.length}/${m.gets.length} answered, slowest ${Math.max(0, ...m.gets).toFixed(0)} ms; RSS ` +
-    `${(m.rssBeforeKb / 1024).toFixed(0)} -> max ${(m.rssMaxKb / 1024).toFixed(0)} MiB` +
+    `${(m.rssBeforeKb / 1024).toFixed(0)} -> max ${(m.rssDuringKb / 1024).toFixed(0)} MiB while the client ` +
+    `ran, ${(m.rssMaxKb / 1024).toFixed(0)} MiB in all` +
     `${
       m.stoppedEarly ? " (client stopped early: RSS passed the emergency limit)" : ""
     }; fds ${m.fdsBefore} -> ` +
