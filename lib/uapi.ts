@@ -435,7 +435,8 @@ const SMALL_BUFFER = 4096;
  */
 const spares: Uint8Array<ArrayBuffer>[] = [];
 const MAX_SPARES = 2;
-const utf8 = new TextDecoder();
+/** Keeps a leading byte-order mark as text (the default drops it): the body is given back as it was sent. */
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 const utf8Encoder = new TextEncoder();
 
 /** A request framed but not yet returned; a set's body is the stream's bytes from `from` to `to`. */

@@ -708,6 +708,11 @@ Deno.test("UapiReader", async (t) => {
     for (let i = 0; i < bytes.length; i++) got.push(...r.push(bytes.subarray(i, i + 1)));
     assert.deepEqual(got, [{ op: "get" }, { op: "set", body: "fwmark=\u00e9\u20ac\n" }]);
     assert.equal(r.pending, 0);
+    // Text comes back as it was sent, a leading byte-order mark included.
+    assert.deepEqual(new UapiReader().push("set=1\n\ufefffwmark=1\n\n"), [{
+      op: "set",
+      body: "\ufefffwmark=1\n",
+    }]);
   });
 
   await t.step("end of input completes a pending set, nothing else", () => {
