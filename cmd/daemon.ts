@@ -26,7 +26,7 @@ import { PollSet, Waker } from "../ffi/poll.ts";
 import { pinned, runtimeName } from "../ffi/runtime.ts";
 import { ifIndex, MAX_PACKET, openTun, setMtu, type Tun } from "../ffi/tun.ts";
 import { GroRecvBatch, GsoSendBatch, UdpBind, type UdpSocket } from "../ffi/udp.ts";
-import { type AeadSelection, selectAead, selectX25519 } from "./crypto.ts";
+import { type AeadSelection, selectAead, selectX25519, x25519Warning } from "./crypto.ts";
 import { systemRng } from "./keys.ts";
 import { Level, levelFromEnv, Logger } from "./log.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
@@ -215,6 +215,8 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
   }
   log.info(`Interface ${tun.name} created (ifindex ${index}), UDP port ${bind.port}, UAPI on ${sockPath}`);
   log.info(`Transport AEAD: ${transport.name}; X25519: ${x25519Backend().name}`);
+  const dhWarning = x25519Warning(x25519Backend());
+  if (dhWarning) log.error(dhWarning);
   const udpOffloads = [bind.v4, bind.v6].map((u) =>
     u && `IPv${u.family} GSO ${onOff(u.gso)} GRO ${onOff(u.gro)}`
   );
