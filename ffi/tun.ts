@@ -4,8 +4,8 @@
  * `openTun` opens `/dev/net/tun` non-blocking and attaches it to an interface with `TUNSETIFF`
  * (`IFF_TUN | IFF_NO_PI`: each read or write is one bare IP packet, up to 65,535 bytes). With `vnetHdr` it adds
  * `IFF_VNET_HDR`: every packet is then preceded by a 10-byte `struct virtio_net_hdr`, and `TUNSETOFFLOAD`
- * lets the kernel hand over TCP super-packets (TSO) and take coalesced ones (GRO); lib/offload.ts splits
- * and builds them.
+ * lets the kernel hand over TCP super-packets (TSO) and take coalesced ones (GRO); lib/gso.ts splits
+ * them and lib/gro.ts builds them.
  * Addresses are added through rtnetlink (ffi/netlink.ts), which handles IPv4 and IPv6 alike and allows several
  * per interface; `setIPv4Address` is the classic ioctl way for the single primary IPv4 address.
  * @module

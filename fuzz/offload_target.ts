@@ -1,5 +1,5 @@
 /**
- * The TUN offloads (lib/offload.ts). Two kinds of input, alternating:
+ * The TUN offloads (lib/gso.ts, lib/gro.ts). Two kinds of input, alternating:
  *
  * - a batch of packets (TCP flows that may merge, with perturbed and junk packets among them) through the
  *   Coalescer, each output back through the Segmenter: every input packet must come back byte for byte, in
@@ -8,8 +8,8 @@
  *   segment it writes stays in its bounds and carries valid checksums.
  * @module
  */
+import { Coalescer } from "../lib/gro.ts";
 import {
-  Coalescer,
   Segmenter,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN,
@@ -18,7 +18,7 @@ import {
   VIRTIO_NET_HDR_GSO_TCPV6,
   VNET_HDR_LEN,
   writeVnetHdr,
-} from "../lib/offload.ts";
+} from "../lib/gso.ts";
 import { fixChecksums, ipv4HeaderValid, tcpPacket, type TcpSpec, transportValid } from "./packets.ts";
 import type { Prng } from "./prng.ts";
 import { check, hex, mutate, type Target } from "./target.ts";

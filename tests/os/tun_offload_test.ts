@@ -6,17 +6,15 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { addAddress, MAX_PACKET, openTun, setMtu, setUp, type Tun, VNET_HDR_SIZE } from "../../ffi/tun.ts";
 import { pinned } from "../../ffi/runtime.ts";
+import { csumFold, csumPartial, pseudoHeaderSum4 } from "../../lib/checksum.ts";
+import { Coalescer } from "../../lib/gro.ts";
 import {
-  Coalescer,
-  csumFold,
-  csumPartial,
-  pseudoHeaderSum4,
   Segmenter,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4,
   VNET_HDR_LEN,
-} from "../../lib/offload.ts";
+} from "../../lib/gso.ts";
 import { checksum, isRoot, linkInfo, uniqueName } from "./_helpers.ts";
 
 const ignore = !isRoot;
