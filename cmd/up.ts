@@ -10,11 +10,10 @@
  * @module
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
-import { basename } from "node:path";
+import { readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { addAddress, addRoute, addRule, linkMtu, listRoutes, routeGet, type Rule } from "../ffi/netlink.ts";
+import { addAddress, addRoute, addRule, linkMtu, listRoutes, routeGet } from "../ffi/netlink.ts";
 import { ifIndex, setMtu, setUp } from "../ffi/tun.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import {
@@ -27,12 +26,20 @@ import {
 import { type Cidr, Endpoint } from "../lib/ip.ts";
 import { daemonMain, serve } from "./daemon.ts";
 import { levelFromEnv, Logger } from "./log.ts";
-import { readConfigFile, resolveEndpoint } from "./set.ts";
+import {
+  loadState,
+  locateConfig,
+  readConfig,
+  runHooks,
+  saveState,
+  step,
+  takeDown,
+  undoUp,
+  type UpState,
+} from "./quick.ts";
+import { resolveEndpoint } from "./set.ts";
 import { uapiGet, uapiSet } from "./uapi_client.ts";
-import { teardown } from "./down.ts";
 
-const CONFIG_DIR = "/etc/wireguard";
-const STATE_DIR = "/var/run/typetun";
 /** wg-quick's first table and fwmark for the default-route case (0xca6c). */
 const FIRST_DEFAULT_TABLE = 51820;
 /** wg-quick takes the MTU of the way to the endpoints and leaves room for IPv6 + UDP + WireGuard (80 bytes). */
@@ -45,60 +52,7 @@ export const UP_USAGE = `Usage: typetun up [-f/--foreground] CONFIG_FILE | INTER
   stays in the foreground (containers, systemd) and a signal takes the tunnel down again.
 `;
 
-/** What `up` changed outside the interface, for `down` to undo. */
-export interface UpState {
-  ifname: string;
-  config: string;
-  rules: Rule[];
-  /** iptables/ip6tables invocations (without -I/-D) that `down` deletes again. */
-  firewall: { tool: string; args: string[] }[];
-  /** The resolvconf record name, when DNS was set. */
-  dns: string | null;
-}
-
-export function statePath(ifname: string): string {
-  return `${STATE_DIR}/${ifname}.json`;
-}
-
-/** Finds the config as wg-quick does: a path as given, or /etc/wireguard/NAME.conf (typetun: also .toml). */
-export function locateConfig(arg: string): { path: string; ifname: string } {
-  let path = arg;
-  if (!arg.includes("/") && !/\.(conf|toml)$/.test(arg)) {
-    path = [`${CONFIG_DIR}/${arg}.conf`, `${CONFIG_DIR}/${arg}.toml`].find((p) => existsSync(p)) ??
-      `${CONFIG_DIR}/${arg}.conf`;
-  }
-  const ifname = basename(path).replace(/\.(conf|toml)$/, "");
-  if (!/^[a-zA-Z0-9_=+.-]{1,15}$/.test(ifname) || ifname === basename(path)) {
-    throw new Error(`The config file must be a valid interface name, followed by .conf or .toml: ${path}`);
-  }
-  return { path, ifname };
-}
-
-/** Reads and parses a config, with wg-quick's warning about a file others can read (it holds a private key). */
-export function readConfig(path: string): WgConfig {
-  if (!existsSync(path)) throw new Error(`\`${path}' does not exist`);
-  const cfg = readConfigFile(path);
-  if (statSync(path).mode & 0o007) process.stderr.write(`Warning: \`${path}' is world accessible\n`);
-  return cfg;
-}
-
-/** Says what is being done, as wg-quick prints each command it runs. */
-export function step(what: string): void {
-  process.stderr.write(`[#] ${what}\n`);
-}
-
 const ipFamily = (f: 4 | 6) => `ip -${f}`;
-
-/** Runs a hook as wg-quick does (through bash, `%i` replaced by the interface name); a failure is an error. */
-export function runHooks(hooks: string[], ifname: string, what: string): void {
-  const shell = spawnSync("sh", ["-c", "command -v bash"], { encoding: "utf8" }).stdout.trim() || "sh";
-  for (const hook of hooks) {
-    const cmd = hook.replaceAll("%i", ifname);
-    step(cmd);
-    const r = spawnSync(shell, ["-c", cmd], { stdio: "inherit" });
-    if (r.status !== 0) throw new Error(`${what} hook failed (status ${r.status ?? r.signal}): ${cmd}`);
-  }
-}
 
 /** Resolves every peer's endpoint (names as wg resolves them) before anything changes. */
 async function resolveEndpoints(cfg: WgConfig): Promise<Map<EndpointSpec, Endpoint>> {
@@ -345,25 +299,43 @@ export async function upMain(args: string[]): Promise<number> {
     runHooks(cfg.postUp, ifname, "PostUp");
   } catch (e) {
     process.stderr.write(`typetun: ${(e as Error).message}\n`);
-    teardown(state);
+    await undoUp(state);
     if (daemon) await daemon;
     return 1;
   }
   if (!daemon) return 0;
-  // Foreground: serve until a signal or the interface's deletion, then undo what up did.
+  // Foreground: serve until a signal or the interface's deletion. A signal takes the tunnel down as `down`
+  // does, while the daemon still runs (SaveConfig reads it, PreDown hooks see the interface).
+  let signalled: Promise<number> | null = null;
+  takeOverSignals(() => signalled ??= takeDown(cfg, path, state, true));
   const code = await daemon;
-  try {
-    runHooks(cfg.preDown, ifname, "PreDown");
-  } catch (e) {
-    process.stderr.write(`typetun: ${(e as Error).message}\n`);
+  // Deleted from outside: by `down` (which removed the state file first, and did the rest), or by hand.
+  const down = signalled ?? (loadState(ifname) ? takeDown(cfg, path, state, false) : Promise.resolve(0));
+  const downCode = await down;
+  return code || downCode;
+}
+
+/**
+ * The in-process daemon stops at SIGINT or SIGTERM at once, and closing its TUN deletes the interface: too
+ * early for SaveConfig and PreDown. So `up -f` holds the signals back from the daemon: the first one runs
+ * `takeDown` (whose deletion of the interface stops the daemon), then reaches the daemon too, in case the
+ * deletion failed; a second one reaches the daemon at once.
+ */
+function takeOverSignals(onSignal: () => Promise<number>): void {
+  const daemon = (["SIGINT", "SIGTERM"] as const).map((sig) => {
+    const listeners = process.listeners(sig);
+    for (const l of listeners) process.removeListener(sig, l);
+    return { sig, listeners };
+  });
+  let taken = false;
+  for (const { sig, listeners } of daemon) {
+    process.on(sig, () => {
+      const pass = () => listeners.forEach((l) => (l as (s: string) => void)(sig));
+      if (taken) return pass();
+      taken = true;
+      onSignal().finally(pass);
+    });
   }
-  teardown(state);
-  try {
-    runHooks(cfg.postDown, ifname, "PostDown");
-  } catch (e) {
-    process.stderr.write(`typetun: ${(e as Error).message}\n`);
-  }
-  return code;
 }
 
 /** Waits until the in-process daemon answers on its socket, or fails if it ended first. */
@@ -379,25 +351,4 @@ async function waitForSocket(ifname: string, daemon: Promise<number>): Promise<v
     }
   }
   throw new Error(`the daemon for ${ifname} did not start`);
-}
-
-function saveState(state: UpState): void {
-  mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
-  writeFileSync(statePath(state.ifname), JSON.stringify(state), { mode: 0o600 });
-}
-
-export function loadState(ifname: string): UpState | null {
-  try {
-    return JSON.parse(readFileSync(statePath(ifname), "utf8"));
-  } catch {
-    return null;
-  }
-}
-
-export function removeState(ifname: string): void {
-  try {
-    unlinkSync(statePath(ifname));
-  } catch {
-    // Never written (up failed early) or already removed.
-  }
 }

@@ -5,6 +5,7 @@
  * and a signal takes the tunnel down; every config error names file and line and leaves nothing behind.
  */
 import assert from "node:assert/strict";
+import process from "node:process";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cannotRun, inNs, Lab, labTest, sh, sleep, tag, typetunCommand, waitExit, wgKeys } from "./_lab.ts";
@@ -230,6 +231,53 @@ test("up -f: stays in the foreground; SIGTERM takes the tunnel down", async (lab
   for (let i = 0; i < 40 && linkExists(ns1, ifname); i++) await sleep(50);
   assert.equal(linkExists(ns1, ifname), false, "the interface is gone after SIGTERM");
   assert.equal(readFileSync(`${dir}/postdown`, "utf8"), `gone ${ifname}\n`, "PostDown ran");
+});
+
+test("up -f: SIGTERM saves the config when SaveConfig = true, as down does", async (lab, dir, t) => {
+  const { ns1, k1, k2 } = twoSides(lab, t);
+  const ifname = `fs${t}`;
+  const file = `${dir}/${ifname}.conf`;
+  writeFileSync(
+    file,
+    `[Interface]\nPrivateKey = ${k1.priv}\nAddress = 10.249.0.1/24\nSaveConfig = true\n` +
+      `PostUp = touch ${dir}/up\nPreDown = ip -o link show %i > ${dir}/predown\n\n` +
+      `[Peer]\nPublicKey = ${k2.pub}\nAllowedIPs = 10.250.0.0/16\n`,
+    { mode: 0o600 },
+  );
+  const [cmd, ...args] = typetunCommand();
+  const child = spawn("ip", ["netns", "exec", ns1, cmd!, ...args, "up", "-f", file], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  lab.children.push(child);
+  let stderr = "";
+  child.stderr!.on("data", (d) => (stderr += d));
+  for (let i = 0; i < 200 && !existsSync(`${dir}/up`); i++) await sleep(50);
+  assert.ok(linkExists(ns1, ifname), "the interface is up");
+  // A peer added at run time: SaveConfig writes it to the file when the tunnel goes down.
+  const extra = wgKeys().pub;
+  inNs(ns1, `wg set ${ifname} peer ${extra} allowed-ips 10.251.0.0/16`);
+  // process.kill, not child.kill: after child.kill, Deno's child_process reports the signal as the cause of
+  // the exit even when the child handled it and exited with a status.
+  process.kill(child.pid!, "SIGTERM");
+  assert.equal(await waitExit(child, 10_000), 0, `up -f exits with status 0: ${stderr}`);
+  assert.equal(linkExists(ns1, ifname), false, "the interface is gone after SIGTERM");
+  assert.match(
+    readFileSync(`${dir}/predown`, "utf8"),
+    new RegExp(`: ${ifname}:`),
+    "PreDown saw the interface",
+  );
+  const saved = readFileSync(file, "utf8");
+  for (
+    const want of [
+      `PrivateKey = ${k1.priv}`,
+      "Address = 10.249.0.1/24",
+      "SaveConfig = true",
+      `PreDown = ip -o link show %i > ${dir}/predown`,
+      `PublicKey = ${k2.pub}`,
+      `PublicKey = ${extra}`,
+      "AllowedIPs = 10.251.0.0/16",
+    ]
+  ) assert.ok(saved.includes(want), `saved config has "${want}":\n${saved}`);
 });
 
 test("up: config errors name the file and line and change nothing", (lab, dir, t) => {
