@@ -13,7 +13,7 @@ import { dhGenerate, dhPublic } from "../lib/crypto.ts";
 import { type Clock, Device, Verdict } from "../lib/device.ts";
 import { Endpoint, parseCidr } from "../lib/ip.ts";
 import { DATA_HEADER_LEN } from "../lib/messages.ts";
-import { keyToBase64 } from "../lib/uapi.ts";
+import { keyToBase64 } from "../lib/encoding.ts";
 import { selectAead } from "./crypto.ts";
 import { selfCommand } from "./daemon.ts";
 import { systemRng } from "./keys.ts";

@@ -5,7 +5,7 @@
 import { fstatSync } from "node:fs";
 import process from "node:process";
 import { clampPrivateKey, dhPublic } from "../lib/crypto.ts";
-import { keyFromBase64, keyToBase64 } from "../lib/uapi.ts";
+import { keyFromBase64, keyToBase64 } from "../lib/encoding.ts";
 
 /** The system CSPRNG (Web Crypto, present in Deno, Bun and Node). */
 export function systemRng(out: Uint8Array): void {

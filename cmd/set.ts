@@ -21,7 +21,8 @@ import {
   type WgConfig,
 } from "../lib/config.ts";
 import { type Cidr, Endpoint, parseCidr } from "../lib/ip.ts";
-import { type DeviceUpdate, keyFromBase64, type PeerUpdate } from "../lib/uapi.ts";
+import { type DeviceUpdate, type PeerUpdate } from "../lib/uapi.ts";
+import { keyFromBase64 } from "../lib/encoding.ts";
 import { systemErrorText, uapiGet, uapiSet } from "./uapi_client.ts";
 
 const SET_USAGE =

@@ -8,7 +8,8 @@ import { parseArgs } from "node:util";
 import { configFromDevice, formatAddressLikeWg, formatCidrLikeWg, formatConf } from "../lib/config.ts";
 import { dhPublic } from "../lib/crypto.ts";
 import type { Endpoint } from "../lib/ip.ts";
-import { type DeviceInfo, keyToBase64, type PeerInfo } from "../lib/uapi.ts";
+import { type DeviceInfo, type PeerInfo } from "../lib/uapi.ts";
+import { keyToBase64 } from "../lib/encoding.ts";
 import { InterfaceError, listInterfaces, uapiGet } from "./uapi_client.ts";
 
 const FIELDS = [

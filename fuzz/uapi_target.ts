@@ -9,15 +9,8 @@
  * @module
  */
 import { Device } from "../lib/device.ts";
-import {
-  formatGet,
-  formatSet,
-  keyToHex,
-  parseGet,
-  parseSet,
-  UapiReader,
-  type UapiRequest,
-} from "../lib/uapi.ts";
+import { formatGet, formatSet, parseGet, parseSet, UapiReader, type UapiRequest } from "../lib/uapi.ts";
+import { keyToHex } from "../lib/encoding.ts";
 import type { Prng } from "./prng.ts";
 import { check, mutate, type Target } from "./target.ts";
 import { DeviceModel } from "./uapi_model.ts";

@@ -26,14 +26,8 @@ import {
   parseCidr,
   splitHostPort,
 } from "./ip.ts";
-import {
-  type DeviceInfo,
-  type DeviceUpdate,
-  keyFromBase64,
-  keyToBase64,
-  keyToHex,
-  type PeerUpdate,
-} from "./uapi.ts";
+import { keyFromBase64, keyToBase64, keyToHex } from "./encoding.ts";
+import type { DeviceInfo, DeviceUpdate, PeerUpdate } from "./uapi.ts";
 
 // ---- The model ----
 

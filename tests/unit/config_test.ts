@@ -19,14 +19,8 @@ import {
   type WgConfig,
 } from "../../lib/config.ts";
 import { Endpoint, formatCidr, parseAddress, parseCidr } from "../../lib/ip.ts";
-import {
-  type DeviceInfo,
-  formatSet,
-  keyToBase64,
-  keyToHex,
-  parseSet,
-  type PeerInfo,
-} from "../../lib/uapi.ts";
+import { type DeviceInfo, formatSet, parseSet, type PeerInfo } from "../../lib/uapi.ts";
+import { keyToBase64, keyToHex } from "../../lib/encoding.ts";
 import { HOSTILE, manyPeers } from "../../bench/config_parse.ts";
 
 function key(fill: number): Uint8Array {

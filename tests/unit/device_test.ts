@@ -33,7 +33,8 @@ import {
   REKEY_TIMEOUT_JITTER_MAX,
   RESPONSE_MAC2,
 } from "../../lib/messages.ts";
-import { formatGet, keyToHex, parseGet, parseSet } from "../../lib/uapi.ts";
+import { formatGet, parseGet, parseSet } from "../../lib/uapi.ts";
+import { keyToHex } from "../../lib/encoding.ts";
 import { CookieGenerator } from "../../lib/cookie.ts";
 
 const payload = (n: number, fill = 0xab) => new Uint8Array(n).fill(fill);

@@ -13,15 +13,12 @@ import {
   formatErrno,
   formatGet,
   formatSet,
-  keyFromBase64,
-  keyFromHex,
-  keyToBase64,
-  keyToHex,
   parseGet,
   parseSet,
   UAPI_MAX_REQUEST_BYTES,
   UapiReader,
 } from "../../lib/uapi.ts";
+import { keyFromBase64, keyFromHex, keyToBase64, keyToHex } from "../../lib/encoding.ts";
 
 function key(fill: number): Uint8Array {
   return new Uint8Array(32).fill(fill);
