@@ -1,5 +1,6 @@
 /**
- * How long lib/config.ts takes on big and hostile configuration files (issue 11, section 3).
+ * How long the config parsers (lib/conf.ts, lib/toml.ts) take on big and hostile configuration files
+ * (issue 11, section 3).
  *
  *   node_modules/.bin/deno run -A bench/config_parse.ts [case…]
  *
@@ -7,7 +8,7 @@
  * no arguments every case runs; the names select some (e.g. `toml-10000-peers bomb`).
  * @module
  */
-import { parseConfig } from "../lib/config.ts";
+import { parseConfig } from "../lib/configfile.ts";
 
 /** A base64 key made of `i` (distinct per peer), as wg prints keys: 43 characters then `=`. */
 function key(i: number): string {

@@ -5,7 +5,8 @@
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { ConfigError, convertConfig } from "../lib/config.ts";
+import { ConfigError } from "../lib/config.ts";
+import { convertConfig } from "../lib/configfile.ts";
 
 const USAGE = `Usage: typetun convert <file> [--to toml|conf] [--strip]
 `;

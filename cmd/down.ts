@@ -1,8 +1,8 @@
 /**
- * `typetun down CONFIG|IFNAME`: what wg-quick(8) down does, by cmd/quick.ts's take-down. SaveConfig writes the running configuration back
- * to the file; PreDown hooks; then what `up` changed outside the interface is undone from its state file
- * (policy rules, firewall rules, DNS), the interface is deleted (its addresses and routes go with it, and the
- * daemon exits); PostDown hooks.
+ * `typetun down CONFIG|IFNAME`: what wg-quick(8) down does, through cmd/quick.ts's take-down: SaveConfig
+ * writes the running configuration back to the file; PreDown hooks; then what `up` changed outside the
+ * interface is undone from its state file (policy rules, firewall rules, DNS), the interface is deleted (its
+ * addresses and routes go with it, and the daemon exits); PostDown hooks.
  * @module
  */
 import { existsSync } from "node:fs";

@@ -21,14 +21,11 @@ import process from "node:process";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { delLink, delRule, listAddresses, type Rule } from "../ffi/netlink.ts";
 import { getMtu } from "../ffi/tun.ts";
-import {
-  ConfigError,
-  configFromDevice,
-  detectFormat,
-  formatConf,
-  formatToml,
-  type WgConfig,
-} from "../lib/config.ts";
+import { formatConf } from "../lib/conf.ts";
+import { ConfigError, type WgConfig } from "../lib/config.ts";
+import { detectFormat } from "../lib/configfile.ts";
+import { configFromDevice } from "../lib/setconf.ts";
+import { formatToml } from "../lib/toml.ts";
 import { readConfigFile } from "./set.ts";
 import { socketPath, uapiGet } from "./uapi_client.ts";
 

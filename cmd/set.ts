@@ -10,16 +10,14 @@ import process from "node:process";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   ConfigError,
-  configToUpdate,
-  detectFormat,
   type EndpointSpec,
   formatEndpointSpec,
   literalEndpoint,
-  parseConfig,
   parseEndpointSpec,
-  syncUpdate,
   type WgConfig,
 } from "../lib/config.ts";
+import { detectFormat, parseConfig } from "../lib/configfile.ts";
+import { configToUpdate, syncUpdate } from "../lib/setconf.ts";
 import { type Cidr, Endpoint, parseCidr } from "../lib/ip.ts";
 import { type DeviceUpdate, type PeerUpdate } from "../lib/uapi.ts";
 import { keyFromBase64 } from "../lib/encoding.ts";
@@ -184,7 +182,7 @@ export async function resolveEndpoint(spec: EndpointSpec): Promise<Endpoint> {
 }
 
 /**
- * The set request for a configuration file (see lib/config.ts configToUpdate), with host names resolved:
+ * The set request for a configuration file (see lib/setconf.ts configToUpdate), with host names resolved:
  * `set` for setconf and wg-quick up, `add` for addconf.
  */
 export async function updateFromConfig(cfg: WgConfig, mode: "set" | "add"): Promise<DeviceUpdate> {

@@ -5,7 +5,9 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { configFromDevice, formatAddressLikeWg, formatCidrLikeWg, formatConf } from "../lib/config.ts";
+import { formatConf } from "../lib/conf.ts";
+import { formatAddressLikeWg, formatCidrLikeWg } from "../lib/config.ts";
+import { configFromDevice } from "../lib/setconf.ts";
 import { dhPublic } from "../lib/crypto.ts";
 import type { Endpoint } from "../lib/ip.ts";
 import { type DeviceInfo, type PeerInfo } from "../lib/uapi.ts";

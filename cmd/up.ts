@@ -16,13 +16,8 @@ import { parseArgs } from "node:util";
 import { addAddress, addRoute, addRule, linkMtu, listRoutes, routeGet } from "../ffi/netlink.ts";
 import { ifIndex, setMtu, setUp } from "../ffi/tun.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
-import {
-  configToUpdate,
-  type EndpointSpec,
-  formatCidrLikeWg,
-  formatInterfaceAddress,
-  type WgConfig,
-} from "../lib/config.ts";
+import { type EndpointSpec, formatCidrLikeWg, formatInterfaceAddress, type WgConfig } from "../lib/config.ts";
+import { configToUpdate } from "../lib/setconf.ts";
 import { type Cidr, Endpoint } from "../lib/ip.ts";
 import { daemonMain, serve } from "./daemon.ts";
 import { levelFromEnv, Logger } from "./log.ts";

@@ -1,19 +1,15 @@
 /**
- * Configuration files (lib/config.ts): random configurations written in either spelling, often mutated as
- * text, or hostile text outright. For every input: parseConfig either returns a configuration or throws a
- * ConfigError naming the file (nothing else escapes), in bounded time; a configuration that parses converts
- * to both spellings (or is refused with a ConfigError), and the conversion parses back to the same
- * configuration (convert must never change a config's meaning).
+ * Configuration files (lib/config.ts, conf.ts, toml.ts): random configurations written in either
+ * spelling, often mutated as text, or hostile text outright. For every input: parseConfig either returns a
+ * configuration or throws a ConfigError naming the file (nothing else escapes), in bounded time; a
+ * configuration that parses converts to both spellings (or is refused with a ConfigError), and the
+ * conversion parses back to the same configuration (convert must never change a config's meaning).
  * @module
  */
-import {
-  ConfigError,
-  emptyConfig,
-  formatConf,
-  formatToml,
-  parseConfig,
-  type WgConfig,
-} from "../lib/config.ts";
+import { formatConf } from "../lib/conf.ts";
+import { ConfigError, emptyConfig, type WgConfig } from "../lib/config.ts";
+import { parseConfig } from "../lib/configfile.ts";
+import { formatToml } from "../lib/toml.ts";
 import type { Prng } from "./prng.ts";
 import { check, mutate, type Target } from "./target.ts";
 

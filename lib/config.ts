@@ -1,22 +1,17 @@
 /**
  * WireGuard configuration files, as `wg setconf` (wg(8), CONFIGURATION FILE FORMAT) and `wg-quick` (wg-quick(8),
- * CONFIGURATION) read them, in two spellings:
+ * CONFIGURATION) read them: the model both spellings parse into ({@link WgConfig}), the keys they share, the
+ * {@link Builder} both parsers feed, values (addresses, endpoints) read and written as wg does, and the table
+ * of keys both formatters write from ({@link INTERFACE_OUT}, {@link PEER_OUT}).
  *
- * - the INI-like `.conf` file: `[Interface]` and `[Peer]` sections, `Key = Value` lines, keys and section names
- *   case-insensitive, `#` starting a comment anywhere on a line;
- * - TOML with the same names: an `[Interface]` table and a `[[Peer]]` array of tables. Table and key names are
- *   matched case-insensitively against the `.conf` names (`[interface]`, `[[peer]]`, `listenport` all work);
- *   output always uses the `.conf` spelling. Values may be typed (`ListenPort = 51820`, `FwMark = 0x10`,
- *   `AllowedIPs = ["10.0.0.2/32", "fd00::2/128"]`, `SaveConfig = true`, `PostUp = ["cmd one", "cmd two"]`) or
- *   be the same strings a `.conf` file holds (`AllowedIPs = "10.0.0.2/32, fd00::2/128"`, `FwMark = "off"`).
- *
- * Both parse into one {@link WgConfig}, which formats back out in either spelling and turns into a UAPI set
- * request ({@link configToUpdate}, then lib/uapi.ts's formatSet). Host names in endpoints are kept as written:
- * resolving them is I/O and belongs to cmd/. Every problem is a {@link ConfigError} naming file and line.
+ * The spellings: lib/conf.ts (the INI-like `.conf` file) and lib/toml.ts (TOML with the same names);
+ * lib/configfile.ts picks one. lib/setconf.ts turns a configuration into a UAPI set request and back.
+ * Host names in endpoints are kept as written: resolving them is I/O and belongs to cmd/. Every problem is a
+ * {@link ConfigError} naming file and line.
  * @module
  */
 
-import { parse as parseTomlText, TomlError } from "smol-toml";
+import { keyFromBase64, keyToBase64, keyToHex } from "./encoding.ts";
 import {
   type Cidr,
   Endpoint,
@@ -26,8 +21,6 @@ import {
   parseCidr,
   splitHostPort,
 } from "./ip.ts";
-import { keyFromBase64, keyToBase64, keyToHex } from "./encoding.ts";
-import type { DeviceInfo, DeviceUpdate, PeerUpdate } from "./uapi.ts";
 
 // ---- The model ----
 
@@ -127,17 +120,17 @@ export const WG_QUICK_KEYS = [
 ] as const;
 const PEER_KEYS = ["PublicKey", "PresharedKey", "AllowedIPs", "Endpoint", "PersistentKeepalive"] as const;
 
-type Section = "Interface" | "Peer";
-const CANONICAL = new Map<string, { name: string; section: Section }>();
+export type Section = "Interface" | "Peer";
+export const CANONICAL = new Map<string, { name: string; section: Section }>();
 for (const k of [...INTERFACE_KEYS, ...WG_QUICK_KEYS]) {
   CANONICAL.set(k.toLowerCase(), { name: k, section: "Interface" });
 }
 for (const k of PEER_KEYS) CANONICAL.set(k.toLowerCase(), { name: k, section: "Peer" });
 const QUICK = new Set<string>(WG_QUICK_KEYS);
 /** Keys whose values are lists (comma-separated in a .conf line, accumulated over repeated lines). */
-const LIST_KEYS = new Set(["AllowedIPs", "Address", "DNS"]);
-const HOOK_KEYS = new Set(["PreUp", "PostUp", "PreDown", "PostDown"]);
-const NUMBER_KEYS = new Set(["ListenPort", "FwMark", "MTU", "PersistentKeepalive"]);
+export const LIST_KEYS = new Set(["AllowedIPs", "Address", "DNS"]);
+export const HOOK_KEYS = new Set(["PreUp", "PostUp", "PreDown", "PostDown"]);
+export const NUMBER_KEYS = new Set(["ListenPort", "FwMark", "MTU", "PersistentKeepalive"]);
 
 /** True if the configuration uses any wg-quick-only key. */
 export function hasQuickKeys(cfg: WgConfig): boolean {
@@ -167,340 +160,8 @@ export interface ParseOptions {
   wgOnly?: boolean;
 }
 
-/**
- * Which spelling a file uses: by its extension (`.toml`, `.conf`), else by its content. A `[[...]]` header
- * means TOML. A quoted value or a list value (`[` followed by a quote, `]` or the end of the line; an
- * endpoint's `[2001:db8::1]:51820` is not one) means TOML if the whole text reads as TOML: a .conf hook
- * command may begin with a quote too (`PostUp = "$HOME/up.sh" %i`), and such a file is no TOML.
- */
-export function detectFormat(name: string, text: string): ConfigFormat {
-  if (/\.toml$/i.test(name)) return "toml";
-  if (/\.conf$/i.test(name)) return "conf";
-  let quoted = false;
-  for (const raw of text.split("\n")) {
-    const line = raw.replace(/#.*/, "").trim();
-    if (/^\[\[/.test(line)) return "toml";
-    quoted ||= /^[^=]+=\s*(["']|\[\s*$|\[\s*["'\]])/.test(line);
-  }
-  if (!quoted) return "conf";
-  try {
-    parseTomlText(text);
-    return "toml";
-  } catch {
-    return "conf";
-  }
-}
-
-/** Parses either spelling ({@link detectFormat} decides when `format` is not given). Throws ConfigError. */
-export function parseConfig(text: string, options: ParseOptions & { format?: ConfigFormat } = {}): WgConfig {
-  const format = options.format ?? detectFormat(options.file ?? "", text);
-  return format === "toml" ? parseToml(text, options) : parseConf(text, options);
-}
-
-/**
- * Parses a `.conf` file. Lines are read as wg(8)'s config.c reads them: everything from `#` on is a comment,
- * section names and keys are case-insensitive, repeated `AllowedIPs`, `Address` and `DNS` lines add to the list,
- * a repeated single-valued key replaces the earlier value. Whitespace is removed from the values of wg's own keys
- * (wg strips every space of a line), and wg-quick splits `Address` and `DNS` at commas and spaces.
- *
- * The hook commands (PreUp, PostUp, PreDown, PostDown) are read as current wg-quick reads them (linux.bash
- * parse_options, `unstripped_value`; v1.0.20260223 here): everything after the first `=`, `#` included (the
- * shell decides what a `#` means: `--comment 'wg#1'` stays whole, ` # note` is a shell comment), trimmed at
- * both ends. Older wg-quick (Debian 12's v1.0.20210914) cut hooks at the first `#` as well. wg-quick trims
- * bash's `[[:space:]]`, which depends on the locale; this trims every space JavaScript knows (ASCII and
- * Unicode, no-break spaces too), exactly what {@link confHookProblem} refuses to write, so whatever a .conf
- * file holds can be written back as .conf.
- */
-export function parseConf(text: string, options: ParseOptions = {}): WgConfig {
-  const b = new Builder(options.file ?? "(config)", options.wgOnly ?? false);
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const lineNo = i + 1;
-    const raw = lines[i]!;
-    const hash = raw.indexOf("#");
-    const line = (hash < 0 ? raw : raw.slice(0, hash)).trim();
-    if (line === "") continue;
-    if (line.startsWith("[")) {
-      b.section(line.replace(/\s+/g, ""), lineNo);
-      continue;
-    }
-    const eq = line.indexOf("=");
-    if (eq < 0) b.fail(lineNo, `expected "Key = Value", got ${quote(line)}`);
-    const key = line.slice(0, eq).trim();
-    // The first `=` of the line is the first of its comment-free part, as `eq` lies before any `#`.
-    const value = HOOK_KEYS.has(CANONICAL.get(key.toLowerCase())?.name ?? "")
-      ? raw.slice(raw.indexOf("=") + 1).trim()
-      : line.slice(eq + 1).trim();
-    b.set(key, value, lineNo);
-  }
-  return b.finish();
-}
-
-/** Parses the TOML spelling (see the module comment). Throws ConfigError, also for TOML syntax errors. */
-export function parseToml(text: string, options: ParseOptions = {}): WgConfig {
-  const file = options.file ?? "(config)";
-  let doc: Record<string, unknown>;
-  try {
-    doc = parseTomlText(text) as Record<string, unknown>;
-  } catch (e) {
-    if (e instanceof TomlError) {
-      const what = e.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "");
-      throw new ConfigError(file, e.line, `TOML: ${what}`);
-    }
-    throw e;
-  }
-  const locate = new TomlLocator(text);
-  const b = new Builder(file, options.wgOnly ?? false);
-  for (const [name, value] of Object.entries(doc)) {
-    const lower = name.toLowerCase();
-    if (lower === "interface" && isTable(value)) {
-      b.section("[Interface]", locate.line(name, null, null));
-      tomlKeys(b, value, (key) => locate.line(name, null, key));
-    } else if (lower === "peer" && Array.isArray(value) && value.every(isTable)) {
-      value.forEach((peer, i) => {
-        b.section("[Peer]", locate.line(name, i, null));
-        tomlKeys(b, peer as Record<string, unknown>, (key) => locate.line(name, i, key));
-      });
-    } else if (lower === "interface" || lower === "peer") {
-      const want = lower === "peer" ? "an array of tables ([[Peer]])" : "a table ([Interface])";
-      b.fail(locate.line(name, null, null), `${quote(name)} must be ${want}`);
-    } else {
-      b.fail(
-        locate.line(name, null, null) || locate.line(null, null, name),
-        `unknown section ${quote(name)} (expected [Interface] or [[Peer]])`,
-      );
-    }
-  }
-  return b.finish();
-}
-
-function isTable(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
-}
-
-/** Feeds one TOML table's keys to the builder, turning typed values into the strings a .conf line holds. */
-function tomlKeys(b: Builder, table: Record<string, unknown>, lineOf: (key: string) => number): void {
-  for (const [key, value] of Object.entries(table)) {
-    const line = lineOf(key);
-    const name = CANONICAL.get(key.toLowerCase())?.name ?? key;
-    const strings = (v: unknown[]): string[] =>
-      v.map((x) => typeof x === "string" ? x : b.fail(line, `${quote(key)} must be a list of strings`));
-    if (typeof value === "string") {
-      b.set(key, value, line);
-    } else if (Array.isArray(value) && HOOK_KEYS.has(name)) {
-      for (const cmd of strings(value)) b.set(key, cmd, line); // one command per element, commas and all
-    } else if (Array.isArray(value) && LIST_KEYS.has(name)) {
-      b.set(key, strings(value).join(","), line, true);
-    } else if ((typeof value === "number" || typeof value === "bigint") && NUMBER_KEYS.has(name)) {
-      if (typeof value === "number" && !Number.isInteger(value)) {
-        b.fail(line, `bad number ${value} for ${name} (an integer)`);
-      }
-      b.set(key, value.toString(), line);
-    } else if (typeof value === "boolean" && name === "SaveConfig") {
-      b.set(key, String(value), line);
-    } else if (!CANONICAL.has(key.toLowerCase())) {
-      b.set(key, "", line); // reports the unknown key
-    } else {
-      const want = NUMBER_KEYS.has(name)
-        ? "an integer or a string"
-        : LIST_KEYS.has(name) || HOOK_KEYS.has(name)
-        ? "a string or a list of strings"
-        : name === "SaveConfig"
-        ? "true or false"
-        : "a string";
-      b.fail(line, `${quote(key)} must be ${want}`);
-    }
-  }
-}
-
-/**
- * The lines of TOML tables and keys, for error messages (the parsed document carries no positions). One pass
- * over the text, in linear time whatever it holds: it follows `[table]` and `[[array]]` headers, counts array
- * elements, and skips values (strings, multi-line strings, arrays and inline tables spanning lines, comments)
- * so that nothing inside a value is mistaken for a header or a key. It runs only on text smol-toml accepted,
- * but stays linear on any input (no regular expression, no recursion, every character looked at once).
- */
-class TomlLocator {
-  /** `table \0 element \0 key` → the first line. element is the array index, or `*` for any. */
-  readonly #lines = new Map<string, number>();
-  #table: string | null = null;
-  #element = "*";
-  readonly #counts = new Map<string, number>();
-  #i = 0;
-  #line = 1;
-
-  constructor(private readonly text: string) {
-    this.#scan();
-  }
-
-  /** The line of `key` in `table` (its `index`th element for an array of tables; null = top level), else of
-   * the table's header; 0 if neither is found. */
-  line(table: string | null, index: number | null, key: string | null): number {
-    const el = index === null ? "*" : String(index);
-    return (key !== null ? this.#lines.get(locatorKey(table, el, key)) : undefined) ??
-      this.#lines.get(locatorKey(table, el, "")) ?? 0;
-  }
-
-  #record(table: string | null, key: string): void {
-    for (const el of this.#element === "*" ? ["*"] : [this.#element, "*"]) {
-      const k = locatorKey(table, el, key);
-      if (!this.#lines.has(k)) this.#lines.set(k, this.#line);
-    }
-  }
-
-  #scan(): void {
-    const t = this.text;
-    while (this.#i < t.length) {
-      const c = t[this.#i]!;
-      if (c === " " || c === "\t" || c === "\r") this.#i++;
-      else if (c === "\n") this.#newline();
-      else if (c === "#") this.#toEol();
-      else if (c === "[") this.#header();
-      else {
-        const path = this.#keyPath();
-        if (path.first !== null) this.#record(this.#table, path.first);
-        if (t[this.#i] === "=") {
-          this.#i++;
-          this.#value();
-        } else {
-          this.#toEol(); // not TOML; smol-toml has already said so
-        }
-      }
-    }
-  }
-
-  #newline(): void {
-    this.#i++;
-    this.#line++;
-  }
-
-  /** To the end of the line, leaving the newline. */
-  #toEol(): void {
-    const nl = this.text.indexOf("\n", this.#i);
-    this.#i = nl < 0 ? this.text.length : nl;
-  }
-
-  /** `[a.b]` or `[[a.b]]`: the table is `a`; `b` is recorded as a key of it (a sub-table's line). */
-  #header(): void {
-    const t = this.text;
-    const array = t[this.#i + 1] === "[";
-    this.#i += array ? 2 : 1;
-    const path = this.#keyPath();
-    this.#toEol();
-    if (path.first === null) return;
-    const table = path.first;
-    if (path.second === null) {
-      this.#table = table;
-      if (array) {
-        const n = (this.#counts.get(table) ?? -1) + 1;
-        this.#counts.set(table, n);
-        this.#element = String(n);
-      } else {
-        this.#element = "*";
-      }
-      this.#record(table, "");
-    } else {
-      // A sub-table of the last element (TOML 1.0, "Array of Tables"): its keys are not this table's.
-      this.#table = `${table}.${path.second}`;
-      this.#record(table, path.second);
-    }
-  }
-
-  /** A dotted key up to `=` or `]`: its first two parts (null when absent), unquoted. */
-  #keyPath(): { first: string | null; second: string | null } {
-    const t = this.text;
-    let first: string | null = null, second: string | null = null, n = 0;
-    while (this.#i < t.length) {
-      while (t[this.#i] === " " || t[this.#i] === "\t") this.#i++;
-      const c = t[this.#i];
-      let part: string | null;
-      if (c === '"' || c === "'") {
-        const start = this.#i;
-        this.#string();
-        const raw = t.slice(start, this.#i);
-        part = c === "'" ? raw.slice(1, -1) : unquoteBasic(raw);
-      } else {
-        const start = this.#i;
-        while (this.#i < t.length && isBareKeyChar(t.charCodeAt(this.#i))) this.#i++;
-        if (this.#i === start) break;
-        part = t.slice(start, this.#i);
-      }
-      if (n === 0) first = part;
-      else if (n === 1) second = part;
-      n++;
-      while (t[this.#i] === " " || t[this.#i] === "\t") this.#i++;
-      if (t[this.#i] !== ".") break;
-      this.#i++;
-    }
-    return { first, second };
-  }
-
-  /** Skips a value: a scalar, a string of any kind, or arrays and inline tables nested to any depth. */
-  #value(): void {
-    const t = this.text;
-    let depth = 0;
-    while (this.#i < t.length) {
-      const c = t[this.#i]!;
-      if (c === '"' || c === "'") this.#string();
-      else if (c === "[" || c === "{") {
-        depth++;
-        this.#i++;
-      } else if (c === "]" || c === "}") {
-        if (depth > 0) depth--;
-        this.#i++;
-      } else if (c === "#") this.#toEol();
-      else if (c === "\n") {
-        if (depth === 0) return;
-        this.#newline();
-      } else this.#i++;
-    }
-  }
-
-  /** Skips a string at the cursor: basic or literal, single- or multi-line (counting its lines). */
-  #string(): void {
-    const t = this.text;
-    const q = t[this.#i]!;
-    const multi = t[this.#i + 1] === q && t[this.#i + 2] === q;
-    this.#i += multi ? 3 : 1;
-    while (this.#i < t.length) {
-      const c = t[this.#i]!;
-      if (c === "\\" && q === '"') {
-        if (t[this.#i + 1] === "\n") this.#line++;
-        this.#i += 2;
-      } else if (c === "\n") {
-        if (!multi) return; // unterminated; the newline ends the line
-        this.#newline();
-      } else if (c === q && (!multi || (t[this.#i + 1] === q && t[this.#i + 2] === q))) {
-        this.#i += multi ? 3 : 1;
-        // Up to two more quotes may close a multi-line string (TOML 1.0: `""""" ` ends with two quotes inside).
-        if (multi) { for (let k = 0; k < 2 && t[this.#i] === q; k++) this.#i++; }
-        return;
-      } else this.#i++;
-    }
-  }
-}
-
-function locatorKey(table: string | null, element: string, key: string): string {
-  return `${table === null ? "" : `[${table}]`}\0${element}\0${key}`;
-}
-
-/** TOML 1.0 bare keys: A-Za-z0-9_- */
-function isBareKeyChar(c: number): boolean {
-  return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x5f ||
-    c === 0x2d;
-}
-
-/** A TOML basic string's text, quotes included, to its value (as JSON reads it; raw when it cannot). */
-function unquoteBasic(raw: string): string {
-  try {
-    return JSON.parse(raw.replace(/\\U([0-9A-Fa-f]{8})/g, (_, h) => String.fromCodePoint(parseInt(h, 16))));
-  } catch {
-    return raw.slice(1, -1);
-  }
-}
-
 /** Collects sections and keys from either spelling and checks them. */
-class Builder {
+export class Builder {
   readonly cfg = emptyConfig();
   #section: Section | null = null;
   #peer: PeerConfig | null = null;
@@ -706,6 +367,7 @@ class Builder {
 }
 
 /** An allowed IP as wg(8) reads it: address, optionally `/length` (a host route without it); no zone. */
+
 function parseAllowedIp(s: string): Cidr | null {
   if (s.includes("%") || !/^[^/]+(\/[0-9]{1,3})?$/.test(s)) return null;
   return parseCidr(s);
@@ -774,7 +436,7 @@ export function formatCidrLikeWg(c: Cidr): string {
   return `${formatAddressLikeWg(c.addr)}/${c.prefixLen}`;
 }
 
-// ---- Formatting ----
+// ---- Formatting: one table of keys for both spellings ----
 
 /** Where {@link formatConf} and {@link formatToml} name the configuration in their errors. */
 export interface FormatOptions {
@@ -782,128 +444,71 @@ export interface FormatOptions {
   file?: string;
 }
 
-/**
- * The `.conf` spelling. The WireGuard part is byte for byte what `wg showconf` prints; the wg-quick keys come
- * first in [Interface], in the order wg-quick's save_config writes them (one Address and one DNS line each).
- *
- * A hook command a `.conf` line cannot carry unchanged is refused with a ConfigError naming the key and why
- * ({@link confHookProblem}), rather than written in a way that reads back as something else: parseConf of the
- * result always equals the input (for a configuration that came from parseConfig).
- */
-export function formatConf(cfg: WgConfig, options: FormatOptions = {}): string {
-  for (const [k, cmds] of hooks(cfg)) {
-    cmds.forEach((c, i) => {
-      const problem = confHookProblem(c);
-      if (problem) {
-        const which = cmds.length > 1 ? `${k} command ${i + 1}` : k;
-        throw new ConfigError(
-          options.file ?? "(config)",
-          0,
-          `${which} ${quote(c)} cannot be written to a .conf file: ${problem}`,
-        );
-      }
-    });
-  }
-  let out = "[Interface]\n";
-  for (const a of cfg.addresses) out += `Address = ${formatInterfaceAddress(a)}\n`;
-  for (const d of [...cfg.dns, ...cfg.dnsSearch]) out += `DNS = ${d}\n`;
-  if (cfg.mtu !== undefined) out += `MTU = ${cfg.mtu}\n`;
-  if (cfg.table !== undefined) out += `Table = ${cfg.table}\n`;
-  if (cfg.saveConfig) out += "SaveConfig = true\n";
-  for (const [k, cmds] of hooks(cfg)) for (const c of cmds) out += `${k} = ${c}\n`;
-  if (cfg.listenPort !== undefined) out += `ListenPort = ${cfg.listenPort}\n`;
-  if (cfg.fwmark !== undefined) out += `FwMark = ${cfg.fwmark ? `0x${cfg.fwmark.toString(16)}` : "off"}\n`;
-  if (cfg.privateKey) out += `PrivateKey = ${keyToBase64(cfg.privateKey)}\n`;
-  out += "\n";
-  cfg.peers.forEach((p, i) => {
-    out += `[Peer]\nPublicKey = ${keyToBase64(p.publicKey)}\n`;
-    if (p.presharedKey) out += `PresharedKey = ${keyToBase64(p.presharedKey)}\n`;
-    if (p.allowedIps.length > 0) out += `AllowedIPs = ${p.allowedIps.map(formatCidrLikeWg).join(", ")}\n`;
-    if (p.endpoint) out += `Endpoint = ${formatEndpointSpec(p.endpoint)}\n`;
-    if (p.persistentKeepalive !== undefined) {
-      out += `PersistentKeepalive = ${p.persistentKeepalive || "off"}\n`;
-    }
-    if (i < cfg.peers.length - 1) out += "\n";
-  });
-  return out;
-}
+/** A value to write, typed so that each spelling writes it its own way. */
+export type OutValue =
+  /** A string: as it is in a .conf line, quoted in TOML. */
+  | { kind: "text"; text: string }
+  /** A list: one line per item in .conf (or all on one line, joined by ", "), an array in TOML. */
+  | { kind: "list"; items: string[]; oneLine?: boolean }
+  /** An integer; `hex` writes it as 0x…, `zeroIsOff` writes 0 as "off" in .conf (TOML keeps the number). */
+  | { kind: "number"; n: number; hex?: boolean; zeroIsOff?: boolean }
+  /** A flag that is written only when set. */
+  | { kind: "true" };
+
+type Out<T> = readonly (readonly [key: string, value: (x: T) => OutValue | null])[];
+
+const text = (s: string | undefined): OutValue | null => s === undefined ? null : { kind: "text", text: s };
+const list = (items: string[], oneLine = false): OutValue | null =>
+  items.length > 0 ? { kind: "list", items, oneLine } : null;
+const num = (n: number | undefined, o: { hex?: boolean; zeroIsOff?: boolean } = {}): OutValue | null =>
+  n === undefined ? null : { kind: "number", n, ...o };
+const key = (k: Uint8Array | undefined): OutValue | null => k ? { kind: "text", text: keyToBase64(k) } : null;
 
 /**
- * Why a hook command cannot be a `.conf` value, or null if it can. A value is the rest of one line, trimmed
- * (wg-quick and parseConf alike), so it cannot hold a line break nor begin or end with whitespace (any that
- * parseConf trims, which covers what bash trims in any locale); the file is UTF-8 text read by bash, so no NUL
- * and no lone UTF-16 surrogate. A `#` is fine: parseConf and current wg-quick keep it in hooks.
+ * The [Interface] keys in the order both spellings write them: the wg-quick keys first, in the order
+ * wg-quick's save_config writes them, then what `wg showconf` prints.
  */
-export function confHookProblem(cmd: string): string | null {
-  if (cmd === "") return "it is empty";
-  if (cmd.includes("\n")) {
-    return "it holds a line break, and a .conf value ends at the end of its line (the rest would be read " +
-      "as further lines of the file); put the commands in a script, or give each its own line in a TOML list";
-  }
-  if (/^\s/.test(cmd)) return "it begins with whitespace, which .conf readers (wg-quick too) trim";
-  if (/\s$/.test(cmd)) return "it ends with whitespace, which .conf readers (wg-quick too) trim";
-  if (cmd.includes("\0")) return "it holds a NUL character, which a shell cannot run";
-  if (LONE_SURROGATE.test(cmd)) {
-    return "it is not valid Unicode (a lone UTF-16 surrogate cannot be written as UTF-8)";
-  }
-  return null;
-}
+export const INTERFACE_OUT: Out<WgConfig> = [
+  ["Address", (c) => list(c.addresses.map(formatInterfaceAddress))],
+  ["DNS", (c) => list([...c.dns, ...c.dnsSearch])],
+  ["MTU", (c) => num(c.mtu)],
+  ["Table", (c) => text(c.table)],
+  ["SaveConfig", (c) => c.saveConfig ? { kind: "true" } : null],
+  ["PreUp", (c) => list(c.preUp)],
+  ["PostUp", (c) => list(c.postUp)],
+  ["PreDown", (c) => list(c.preDown)],
+  ["PostDown", (c) => list(c.postDown)],
+  ["ListenPort", (c) => num(c.listenPort)],
+  ["FwMark", (c) => num(c.fwmark, { hex: true, zeroIsOff: true })],
+  ["PrivateKey", (c) => key(c.privateKey)],
+];
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+/** The [Peer] keys, in the order `wg showconf` prints them. */
+export const PEER_OUT: Out<PeerConfig> = [
+  ["PublicKey", (p) => key(p.publicKey)],
+  ["PresharedKey", (p) => key(p.presharedKey)],
+  ["AllowedIPs", (p) => list(p.allowedIps.map(formatCidrLikeWg), true)],
+  ["Endpoint", (p) => p.endpoint ? text(formatEndpointSpec(p.endpoint)) : null],
+  ["PersistentKeepalive", (p) => num(p.persistentKeepalive, { zeroIsOff: true })],
+];
 
-/**
- * The TOML spelling, in the same order as {@link formatConf}, with typed values. TOML strings hold any text
- * (line breaks and edge whitespace escaped), so only a hook that is not valid Unicode is refused.
- */
-export function formatToml(cfg: WgConfig, options: FormatOptions = {}): string {
-  for (const [k, cmds] of hooks(cfg)) {
-    const bad = cmds.find((c) => LONE_SURROGATE.test(c));
-    if (bad !== undefined) {
-      const problem = "it is not valid Unicode (a lone UTF-16 surrogate)";
-      throw new ConfigError(
-        options.file ?? "(config)",
-        0,
-        `${k} ${quote(bad)} cannot be written to TOML: ${problem}`,
-      );
-    }
-  }
-  const list = (xs: string[]) => `[${xs.map(tomlString).join(", ")}]`;
-  let out = "[Interface]\n";
-  if (cfg.addresses.length > 0) out += `Address = ${list(cfg.addresses.map(formatInterfaceAddress))}\n`;
-  if (cfg.dns.length + cfg.dnsSearch.length > 0) out += `DNS = ${list([...cfg.dns, ...cfg.dnsSearch])}\n`;
-  if (cfg.mtu !== undefined) out += `MTU = ${cfg.mtu}\n`;
-  if (cfg.table !== undefined) out += `Table = ${tomlString(cfg.table)}\n`;
-  if (cfg.saveConfig) out += "SaveConfig = true\n";
-  for (const [k, cmds] of hooks(cfg)) if (cmds.length > 0) out += `${k} = ${list(cmds)}\n`;
-  if (cfg.listenPort !== undefined) out += `ListenPort = ${cfg.listenPort}\n`;
-  if (cfg.fwmark !== undefined) out += `FwMark = ${cfg.fwmark ? `0x${cfg.fwmark.toString(16)}` : 0}\n`;
-  if (cfg.privateKey) out += `PrivateKey = ${tomlString(keyToBase64(cfg.privateKey))}\n`;
-  for (const p of cfg.peers) {
-    out += `\n[[Peer]]\nPublicKey = ${tomlString(keyToBase64(p.publicKey))}\n`;
-    if (p.presharedKey) out += `PresharedKey = ${tomlString(keyToBase64(p.presharedKey))}\n`;
-    if (p.allowedIps.length > 0) out += `AllowedIPs = ${list(p.allowedIps.map(formatCidrLikeWg))}\n`;
-    if (p.endpoint) out += `Endpoint = ${tomlString(formatEndpointSpec(p.endpoint))}\n`;
-    if (p.persistentKeepalive !== undefined) out += `PersistentKeepalive = ${p.persistentKeepalive}\n`;
+/** Writes the keys of `table` that `x` has, each through `line` (which spells one key and its value). */
+export function writeKeys<T>(table: Out<T>, x: T, line: (key: string, value: OutValue) => string): string {
+  let out = "";
+  for (const [k, get] of table) {
+    const v = get(x);
+    if (v !== null) out += line(k, v);
   }
   return out;
 }
 
-/**
- * What `typetun convert` does, without the I/O: parse `text` in its spelling, optionally strip the wg-quick
- * keys, and write it in the other spelling (or `to`). Throws ConfigError for a bad input, and for a hook the
- * output spelling cannot carry unchanged: the output always parses back to the same configuration.
- */
-export function convertConfig(
-  text: string,
-  options: { file?: string; from?: ConfigFormat; to?: ConfigFormat; strip?: boolean } = {},
-): { from: ConfigFormat; to: ConfigFormat; text: string } {
-  const file = options.file ?? "(config)";
-  const from = options.from ?? detectFormat(file, text);
-  let cfg = parseConfig(text, { file, format: from });
-  if (options.strip) cfg = stripQuick(cfg);
-  const to = options.to ?? (from === "toml" ? "conf" : "toml");
-  return { from, to, text: to === "toml" ? formatToml(cfg, { file }) : formatConf(cfg, { file }) };
+/** The hook commands by key, for the formatters' checks of what their spelling can carry. */
+export function hookLists(cfg: WgConfig): [string, string[]][] {
+  return [["PreUp", cfg.preUp], ["PostUp", cfg.postUp], ["PreDown", cfg.preDown], ["PostDown", cfg.postDown]];
 }
+
+/** A string with a lone UTF-16 surrogate: not valid Unicode, so no file can hold it. */
+export const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /**
  * True if two configurations mean the same: the same keys with the same values, lists in the same order
@@ -942,112 +547,7 @@ function canonical(c: WgConfig): string {
   ]);
 }
 
-function hooks(cfg: WgConfig): [string, string[]][] {
-  return [["PreUp", cfg.preUp], ["PostUp", cfg.postUp], ["PreDown", cfg.preDown], ["PostDown", cfg.postDown]];
-}
-
-/** A TOML basic string: JSON's escapes are TOML's, plus DEL, which TOML also requires escaped. */
-function tomlString(s: string): string {
-  return JSON.stringify(s).replaceAll("\x7f", "\\u007F");
-}
-
-// ---- To and from the UAPI ----
-
-/**
- * The configuration of a running interface (a UAPI get), as `wg showconf` reads it: zero values (port,
- * fwmark, keepalive) and absent keys are left out.
- */
-export function configFromDevice(info: DeviceInfo): WgConfig {
-  const cfg = emptyConfig();
-  if (info.privateKey) cfg.privateKey = info.privateKey;
-  if (info.listenPort) cfg.listenPort = info.listenPort;
-  if (info.fwmark) cfg.fwmark = info.fwmark;
-  for (const p of info.peers) {
-    const peer: PeerConfig = { publicKey: p.publicKey, allowedIps: p.allowedIps };
-    if (p.presharedKey) peer.presharedKey = p.presharedKey;
-    if (p.endpoint) peer.endpoint = { host: formatAddressLikeWg(p.endpoint.addr), port: p.endpoint.port };
-    if (p.persistentKeepalive) peer.persistentKeepalive = p.persistentKeepalive;
-    cfg.peers.push(peer);
-  }
-  return cfg;
-}
-
-/**
- * The set request a file makes, as wg(8) builds it (config.c, config_read_init and process_line):
- * - `set` (`setconf`, and `wg-quick up`): the file is the whole configuration: replace_peers, and the private
- *   key, listen port and fwmark are always sent, as zero/0/0 when the file has none;
- * - `add` (`addconf`): only what the file says; peers are added or updated.
- * Every peer replaces its allowed IPs. wg-quick keys are ignored (the caller applies them).
- *
- * @param resolve the endpoint for a spec; the default takes IP literals and throws on host names, so cmd/
- *   resolves names first and passes a lookup.
- */
-export function configToUpdate(
-  cfg: WgConfig,
-  mode: "set" | "add",
-  resolve: (e: EndpointSpec) => Endpoint = literalOnly,
-): DeviceUpdate {
-  const u: DeviceUpdate = { replacePeers: mode === "set", peers: [] };
-  if (mode === "set") {
-    u.privateKey = cfg.privateKey ?? new Uint8Array(32);
-    u.listenPort = cfg.listenPort ?? 0;
-    u.fwmark = cfg.fwmark ?? 0;
-  } else {
-    if (cfg.privateKey) u.privateKey = cfg.privateKey;
-    if (cfg.listenPort !== undefined) u.listenPort = cfg.listenPort;
-    if (cfg.fwmark !== undefined) u.fwmark = cfg.fwmark;
-  }
-  for (const p of cfg.peers) {
-    const peer: PeerUpdate = {
-      publicKey: p.publicKey,
-      remove: false,
-      updateOnly: false,
-      replaceAllowedIps: true,
-      allowedIps: [...p.allowedIps],
-    };
-    if (p.presharedKey) peer.presharedKey = p.presharedKey;
-    if (p.endpoint) peer.endpoint = resolve(p.endpoint);
-    if (p.persistentKeepalive !== undefined) peer.persistentKeepalive = p.persistentKeepalive;
-    u.peers.push(peer);
-  }
-  return u;
-}
-
-function literalOnly(e: EndpointSpec): Endpoint {
-  const ep = literalEndpoint(e);
-  if (!ep) throw new Error(`endpoint ${formatEndpointSpec(e)} needs name resolution`);
-  return ep;
-}
-
-/**
- * Turns a `set` update into what `wg syncconf` sends (wireguard-tools setconf.c, sync_conf): instead of
- * replacing every peer (which would drop their sessions), running peers missing from the file are removed,
- * and a running peer's preshared key or persistent keepalive that the file no longer mentions is turned off.
- * Unchanged peers keep their sessions. A file without peers keeps replace_peers and so removes them all.
- */
-export function syncUpdate(update: DeviceUpdate, running: DeviceInfo): DeviceUpdate {
-  if (update.peers.length === 0 || running.peers.length === 0) return update;
-  const removals: PeerUpdate[] = [];
-  const peers = update.peers.map((p) => ({ ...p }));
-  const byKey = new Map(peers.map((p) => [keyToHex(p.publicKey), p]));
-  for (const r of running.peers) {
-    const filePeer = byKey.get(keyToHex(r.publicKey));
-    if (!filePeer) {
-      removals.push({
-        publicKey: r.publicKey,
-        remove: true,
-        updateOnly: false,
-        replaceAllowedIps: false,
-        allowedIps: [],
-      });
-      continue;
-    }
-    if (r.presharedKey && !filePeer.presharedKey) filePeer.presharedKey = new Uint8Array(32);
-    if (r.persistentKeepalive && filePeer.persistentKeepalive === undefined) filePeer.persistentKeepalive = 0;
-  }
-  return { ...update, replacePeers: false, peers: [...removals, ...peers] };
-}
-
-function quote(s: string): string {
+/** A value for an error message: quoted, and cut at 80 characters. */
+export function quote(s: string): string {
   return JSON.stringify(s.length > 80 ? `${s.slice(0, 80)}…` : s);
 }

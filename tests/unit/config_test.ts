@@ -1,23 +1,17 @@
 import assert from "node:assert/strict";
+import { formatConf, parseConf } from "../../lib/conf.ts";
 import {
   ConfigError,
-  configFromDevice,
-  configToUpdate,
-  convertConfig,
-  detectFormat,
   formatAddressLikeWg,
-  formatConf,
-  formatToml,
   hasQuickKeys,
-  parseConf,
-  parseConfig,
   parseEndpointSpec,
-  parseToml,
   sameConfig,
   stripQuick,
-  syncUpdate,
   type WgConfig,
 } from "../../lib/config.ts";
+import { convertConfig, detectFormat, parseConfig } from "../../lib/configfile.ts";
+import { configFromDevice, configToUpdate, syncUpdate } from "../../lib/setconf.ts";
+import { formatToml, parseToml } from "../../lib/toml.ts";
 import { Endpoint, formatCidr, parseAddress, parseCidr } from "../../lib/ip.ts";
 import { type DeviceInfo, formatSet, parseSet, type PeerInfo } from "../../lib/uapi.ts";
 import { keyToBase64, keyToHex } from "../../lib/encoding.ts";
@@ -881,7 +875,7 @@ function specToToml(r: Rng, spec: Spec): string {
   return out;
 }
 
-/** What a .conf line can carry, said independently of lib/config.ts's own check. */
+/** What a .conf line can carry, said independently of lib/conf.ts's own check. */
 function confCanCarry(cmd: string): boolean {
   return !/[\n\0]/.test(cmd) && cmd === cmd.trim() && cmd !== "" && cmd.isWellFormed();
 }
