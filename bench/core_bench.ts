@@ -11,7 +11,7 @@
  *   libsodium's when it loads).
  * @module
  */
-import { nobleX25519, type TransportAead, useX25519 } from "../lib/crypto.ts";
+import { nobleX25519, type TransportAead } from "../lib/crypto.ts";
 import { Verdict } from "../lib/device.ts";
 import {
   DATA_HEADER_LEN,
@@ -79,7 +79,7 @@ for (const aead of backends()) {
 // Handshakes cost X25519 first of all (four or five scalar multiplications a side), so they are measured per
 // X25519 implementation; the transport AEAD only seals the one keepalive.
 for (const x of [nobleX25519, selectX25519("native")]) {
-  const hs = pair({ aead: selectAead().aead });
+  const hs = pair({ aead: selectAead().aead, x25519: x });
   connect(hs.a, hs.b, hs.clock);
   const peerA = peerOf(hs.a, hs.b);
   const peerB = peerOf(hs.b, hs.a);
@@ -90,7 +90,6 @@ for (const x of [nobleX25519, selectX25519("native")]) {
     n: 200,
     warmup: 20,
     fn() {
-      useX25519(x); // process-wide: set per call, as benches of other implementations run in between
       // A new handshake may start once REKEY_TIMEOUT has passed since the last (paper 6.1); the fake clock makes
       // that instant, and at one handshake per 5 s the responder is never under load (no cookies).
       hs.clock.advance(REKEY_TIMEOUT);

@@ -16,7 +16,7 @@ import process from "node:process";
 import { performance } from "node:perf_hooks";
 import { setImmediate } from "node:timers";
 import { type Clock, Device, Verdict } from "../lib/device.ts";
-import { useX25519, x25519Backend } from "../lib/crypto.ts";
+import type { X25519 } from "../lib/crypto.ts";
 import { DATA_HEADER_LEN, NOISE_AUTHTAG_LEN } from "../lib/messages.ts";
 import { Coalescer } from "../lib/gro.ts";
 import { Segmenter, VNET_HDR_LEN } from "../lib/gso.ts";
@@ -182,11 +182,12 @@ async function claimSocket(path: string): Promise<void> {
 export async function serve(name: string, log: Logger, reportReady: boolean): Promise<number> {
   const sockPath = `${SOCKET_DIR}/${name}.sock`;
   let tun: Tun, bind: UdpBind, links: LinkMonitor, waker: Waker, server: UapiServer, transport: AeadSelection;
+  let x25519: X25519;
   try {
     TIME_SCALE = timeScale();
     // Before the interface exists: TYPETUN_CRYPTO=native without a library is refused with nothing to undo.
     transport = selectAead();
-    useX25519(selectX25519());
+    x25519 = selectX25519();
     const offload = offloadsWanted();
     await claimSocket(sockPath);
     tun = openTun(name, { vnetHdr: offload });
@@ -205,7 +206,7 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     return 1;
   }
   tickClock();
-  const device = new Device({ clock, rng: systemRng, mtu: DEFAULT_MTU, aead: transport.aead });
+  const device = new Device({ clock, rng: systemRng, mtu: DEFAULT_MTU, aead: transport.aead, x25519 });
   device.listenPort = bind.port;
   const index = ifIndex(tun.name);
   if (TIME_SCALE !== 1) {
@@ -215,8 +216,8 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     );
   }
   log.info(`Interface ${tun.name} created (ifindex ${index}), UDP port ${bind.port}, UAPI on ${sockPath}`);
-  log.info(`Transport AEAD: ${transport.name}; X25519: ${x25519Backend().name}`);
-  const dhWarning = x25519Warning(x25519Backend());
+  log.info(`Transport AEAD: ${transport.name}; X25519: ${x25519.name}`);
+  const dhWarning = x25519Warning(x25519);
   if (dhWarning) log.error(dhWarning);
   const udpOffloads = [bind.v4, bind.v6].map((u) =>
     u && `IPv${u.family} GSO ${onOff(u.gso)} GRO ${onOff(u.gro)}`

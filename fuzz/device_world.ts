@@ -8,6 +8,7 @@
 import process from "node:process";
 import { dhGenerate, dhPublic, equalConstantTime, type TransportAead } from "../lib/crypto.ts";
 import { type Clock, Device, type Peer, Verdict } from "../lib/device.ts";
+import { selectX25519 } from "../cmd/crypto.ts";
 import { Endpoint } from "../lib/ip.ts";
 import type { Keypair } from "../lib/noise.ts";
 import {
@@ -82,7 +83,8 @@ export class World {
   constructor(readonly p: Prng, aead?: TransportAead) {
     const rng = p.rng();
     for (let i = 0; i < 3; i++) {
-      const device = new Device({ clock: this.clock, rng, aead });
+      // The handshakes' X25519 from libsodium when it loads, as the daemon does: the same results, 20× faster.
+      const device = new Device({ clock: this.clock, rng, aead, x25519: selectX25519() });
       const privateKey = dhGenerate(rng);
       device.setPrivateKey(privateKey);
       device.listenPort = 1000 + i;

@@ -6,8 +6,6 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { useX25519 } from "../lib/crypto.ts";
-import { selectX25519 } from "../cmd/crypto.ts";
 import { runFuzz } from "./runner.ts";
 import { TARGETS } from "./targets.ts";
 
@@ -50,8 +48,6 @@ function main(args: string[]): number {
     process.stderr.write(`${unknown.length ? `unknown target ${unknown.join(", ")}\n` : ""}${USAGE}`);
     return 2;
   }
-  // The handshakes' X25519 from libsodium when it loads, as the daemon does: the same results, 20× faster.
-  useX25519(selectX25519());
   const targets = names.length ? TARGETS.filter(([n]) => names.includes(n)) : TARGETS;
   process.stdout.write(`fuzz: seed ${seed}, ${seconds} s, targets ${targets.map(([n]) => n).join(", ")}\n`);
   const r = runFuzz({

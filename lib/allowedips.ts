@@ -5,7 +5,8 @@
  *
  * Like the kernel's allowedips.c, each family is a path-compressed binary trie: a node holds a prefix and, when
  * some peer owns exactly that prefix, the peer; nodes without a peer exist only where two branches part. Each
- * peer also keeps the set of its nodes, so removing a peer does not walk the whole trie.
+ * peer also keeps the set of its nodes, so removing a peer does not walk the whole trie, and the list of its
+ * prefixes that `wg show` reads is built once per change, not once per request.
  * @module
  */
 import type { Cidr, Family } from "./ip.ts";
@@ -33,6 +34,8 @@ export class AllowedIps<T> {
   #root6: Node<T> | null = null;
   /** Every node a peer owns, in the order the prefixes were given to it. */
   readonly #byPeer = new Map<T, Set<Node<T>>>();
+  /** Each peer's prefixes as entriesForPeer() gives them, made on first request after a change. */
+  readonly #lists = new Map<T, Cidr[]>();
 
   /**
    * Routes the prefix to `peer`, taking it from any peer that had it (a prefix has one owner; the last insert
@@ -98,6 +101,7 @@ export class AllowedIps<T> {
     const nodes = this.#byPeer.get(peer);
     if (!nodes) return;
     this.#byPeer.delete(peer);
+    this.#lists.delete(peer);
     for (const node of nodes) {
       node.peer = undefined;
       this.#prune(node, node.key.length * 8);
@@ -133,14 +137,21 @@ export class AllowedIps<T> {
     return found;
   }
 
-  /** The prefixes the peer owns, in the order it was given them (as `wg show allowed-ips` lists them). */
+  /**
+   * The prefixes the peer owns, in the order it was given them (as `wg show allowed-ips` lists them). The list
+   * is kept until the peer's prefixes change, so a `get` of many peers costs no rebuilding: the caller reads
+   * it and must not modify it.
+   */
   entriesForPeer(peer: T): Cidr[] {
+    const cached = this.#lists.get(peer);
+    if (cached) return cached;
     const nodes = this.#byPeer.get(peer);
     if (!nodes) return [];
     const out: Cidr[] = [];
     for (const n of nodes) {
       out.push({ family: n.key.length === 4 ? 4 : 6, addr: n.key.slice(), prefixLen: n.cidr });
     }
+    this.#lists.set(peer, out);
     return out;
   }
 
@@ -149,6 +160,7 @@ export class AllowedIps<T> {
     this.#root4 = null;
     this.#root6 = null;
     this.#byPeer.clear();
+    this.#lists.clear();
   }
 
   #root(bits: number): Node<T> | null {
@@ -177,6 +189,7 @@ export class AllowedIps<T> {
     if (node.peer === peer) return;
     this.#disown(node);
     node.peer = peer;
+    this.#lists.delete(peer);
     let set = this.#byPeer.get(peer);
     if (!set) this.#byPeer.set(peer, set = new Set());
     set.add(node);
@@ -185,6 +198,7 @@ export class AllowedIps<T> {
   #disown(node: Node<T>): void {
     if (node.peer === undefined) return;
     const set = this.#byPeer.get(node.peer);
+    this.#lists.delete(node.peer);
     if (set) {
       set.delete(node);
       if (set.size === 0) this.#byPeer.delete(node.peer);

@@ -52,32 +52,25 @@ export const nobleX25519: X25519 = {
   publicKey: (privateKey) => x25519.getPublicKey(privateKey),
 };
 
-// The one process-wide choice, like the transport AEAD but consulted deep inside the handshake functions; the
-// daemon sets it once at startup, before any key is used. A native X25519 is about 20 times faster, which is
+// There is no process-wide choice: like the transport AEAD, the X25519 is handed to the Device (DeviceOptions),
+// which gives it to the handshake with its static identity. A native X25519 is about 20 times faster, which is
 // what bounds handshakes per second (and the time to the first one, when noble's code is not yet compiled).
-let curve: X25519 = nobleX25519;
 
-/** Chooses the X25519 implementation DH uses from now on (see {@link X25519}). */
-export function useX25519(impl: X25519): void {
-  curve = impl;
-}
-
-/** The X25519 implementation in use. */
-export function x25519Backend(): X25519 {
-  return curve;
-}
-
-/** The public key of a private key. */
-export function dhPublic(privateKey: Uint8Array): Uint8Array {
-  return curve.publicKey(privateKey);
+/** The public key of a private key, by `x` (noble's unless given). */
+export function dhPublic(privateKey: Uint8Array, x: X25519 = nobleX25519): Uint8Array {
+  return x.publicKey(privateKey);
 }
 
 /**
- * DH(private, public): X25519. Returns null when the result is all zeros (a low-order public key), which the
- * kernel rejects so that a peer cannot force a known shared secret.
+ * DH(private, public): X25519 by `x` (noble's unless given). Returns null when the result is all zeros (a
+ * low-order public key), which the kernel rejects so that a peer cannot force a known shared secret.
  */
-export function dh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array | null {
-  return curve.sharedSecret(privateKey, publicKey);
+export function dh(
+  privateKey: Uint8Array,
+  publicKey: Uint8Array,
+  x: X25519 = nobleX25519,
+): Uint8Array | null {
+  return x.sharedSecret(privateKey, publicKey);
 }
 
 /** HASH(input): BLAKE2s-256 over the concatenation of the inputs. */

@@ -15,12 +15,13 @@ import { CookieChecker, type Source } from "./cookie.ts";
 import { AllowedIps } from "./allowedips.ts";
 import {
   clampPrivateKey,
-  dhPublic,
   equalConstantTime,
   isZero,
   nobleAead,
+  nobleX25519,
   type Rng,
   type TransportAead,
+  type X25519,
   zero,
 } from "./crypto.ts";
 import { Endpoint, ipTotalLength, IPV4_DST, IPV4_SRC, IPV6_DST, IPV6_SRC, ipVersion } from "./ip.ts";
@@ -29,7 +30,6 @@ import {
   DATA_HEADER_LEN,
   DATA_RECEIVER,
   KEEPALIVE_TIMEOUT,
-  MAX_TIMER_HANDSHAKES,
   MESSAGE_DATA,
   MESSAGE_HANDSHAKE_COOKIE,
   MESSAGE_HANDSHAKE_INITIATION,
@@ -57,7 +57,7 @@ import {
 } from "./noise.ts";
 import { canReceive, canSend, Peer } from "./peer.ts";
 import { RateLimiter } from "./ratelimiter.ts";
-import type { TimerHandler } from "./timers.ts";
+import { type TimerActions, TimerQueue } from "./timers.ts";
 import type { DeviceInfo, DeviceUpdate, PeerInfo } from "./uapi.ts";
 
 /** Monotonic time for the protocol, wall time for TAI64N timestamps and `latest handshake`; both in ms. */
@@ -102,6 +102,8 @@ export interface DeviceOptions {
   rng: Rng;
   /** Transport AEAD backend (default: pure TypeScript). */
   aead?: TransportAead;
+  /** X25519 for the handshakes (default: noble's pure TypeScript; the daemon passes a native one). */
+  x25519?: X25519;
   /** Interface MTU: padding never makes a packet larger than this (paper 5.4.6). */
   mtu?: number;
   /**
@@ -130,10 +132,11 @@ const UNDER_LOAD_AFTER = 1000;
 const DEFAULT_UNDER_LOAD_THRESHOLD = 128;
 const TWO_32 = 2 ** 32;
 
-export class Device implements TimerHandler<Peer> {
+export class Device implements TimerActions<Peer> {
   readonly clock: Clock;
   readonly rng: Rng;
   aead: TransportAead;
+  readonly x25519: X25519;
   mtu: number;
   identity: StaticIdentity | null = null;
   listenPort = 0;
@@ -150,12 +153,15 @@ export class Device implements TimerHandler<Peer> {
   #handshakesInWindow = 0;
   #lastUnderLoad = -Infinity;
   readonly #jitterBuf = new Uint8Array(4);
+  /** Every peer with an armed timer, by its earliest deadline. */
+  readonly #timers = new TimerQueue<Peer>();
   readonly #indexBuf = new Uint8Array(4);
 
   constructor(opts: DeviceOptions) {
     this.clock = opts.clock;
     this.rng = opts.rng;
     this.aead = opts.aead ?? nobleAead;
+    this.x25519 = opts.x25519 ?? nobleX25519;
     this.mtu = opts.mtu ?? 1420;
     this.#underLoadThreshold = opts.underLoadThreshold ?? DEFAULT_UNDER_LOAD_THRESHOLD;
     // A secret hash seed, so that nobody can aim source addresses at one slot of the rate limiter's table.
@@ -175,7 +181,8 @@ export class Device implements TimerHandler<Peer> {
     if (privateKey && this.identity && equalConstantTime(privateKey, this.identity.privateKey)) return;
     if (privateKey) privateKey = clampPrivateKey(privateKey.slice()); // as the kernel stores it
     const old = this.identity;
-    this.identity = privateKey ? { privateKey, publicKey: dhPublic(privateKey) } : null;
+    const x25519 = this.x25519;
+    this.identity = privateKey ? { privateKey, publicKey: x25519.publicKey(privateKey), x25519 } : null;
     this.#cookieChecker.setPublicKey(this.identity?.publicKey ?? null);
     for (const peer of [...this.peers.values()]) {
       if (this.identity && equalConstantTime(peer.publicKey, this.identity.publicKey)) {
@@ -199,7 +206,7 @@ export class Device implements TimerHandler<Peer> {
     const existing = this.peer(publicKey);
     if (existing) return existing;
     if (this.identity && equalConstantTime(publicKey, this.identity.publicKey)) return null;
-    const peer = new Peer(publicKey.slice());
+    const peer = new Peer(publicKey.slice(), this.#timers);
     peer.handshake.precompute(this.identity);
     this.peers.set(keyId(publicKey), peer);
     return peer;
@@ -325,7 +332,7 @@ export class Device implements TimerHandler<Peer> {
     t.anyAuthenticatedPacketSent();
     // The jitter only matters when the new-handshake timer is not already armed (as the kernel's
     // wg_timers_data_sent); drawing it for every packet would cost an RNG call per packet on the hot path.
-    if (isData && t.newHandshake === Infinity) t.dataSent(now, this.#jitter());
+    if (isData) t.dataSent(now, this);
     if (kp.sendCounter > REKEY_AFTER_MESSAGES || (kp.isInitiator && now - kp.birth >= REKEY_AFTER_TIME)) {
       this.sendInitiation(peer, false);
     }
@@ -363,7 +370,7 @@ export class Device implements TimerHandler<Peer> {
    * count; anything else starts a fresh series of attempts.
    */
   sendInitiation(peer: Peer, isRetry: boolean): void {
-    if (!isRetry) peer.timers.handshakeAttempts = 0;
+    peer.timers.initiationRequested(isRetry);
     const now = this.clock.now();
     if (now - peer.lastSentHandshake < REKEY_TIMEOUT || peer.dead) return;
     if (!this.identity || !peer.endpoint) return;
@@ -379,7 +386,7 @@ export class Device implements TimerHandler<Peer> {
     peer.timers.anyAuthenticatedPacketSent();
     peer.lastSentHandshake = now;
     this.#send(peer, msg);
-    peer.timers.handshakeInitiated(now, this.#jitter());
+    peer.timers.handshakeInitiated(now, this.jitter());
   }
 
   #send(peer: Peer, data: Uint8Array): void {
@@ -427,8 +434,7 @@ export class Device implements TimerHandler<Peer> {
     const rotation = peer.receivedWithKeypair(kp);
     if (rotation.rotated) {
       if (rotation.retired) this.#retire([rotation.retired]);
-      peer.timers.handshakeComplete();
-      peer.lastHandshakeWall = this.clock.wall();
+      peer.timers.handshakeComplete(this.clock.wall());
       this.#sendStaged(peer);
     }
     this.#keepKeyFreshOnReceive(peer, now);
@@ -535,8 +541,7 @@ export class Device implements TimerHandler<Peer> {
       this.#indices.set(index, { peer, keypair: kp });
       this.#retire(peer.addKeypair(kp));
       peer.timers.sessionDerived(now);
-      peer.timers.handshakeComplete();
-      peer.lastHandshakeWall = this.clock.wall();
+      peer.timers.handshakeComplete(this.clock.wall());
       // Confirm the session at once: send what waited, or a keepalive.
       this.sendKeepalive(peer);
     }
@@ -579,49 +584,36 @@ export class Device implements TimerHandler<Peer> {
 
   // ---------------------------------------------------------------- timers
 
-  /** Runs every peer's expired timers and the rate limiter's garbage collection. */
+  /**
+   * Runs the expired timers (their policy is in timers.ts) and the rate limiter's garbage collection. Costs
+   * time in proportion to the peers whose timers expired, not to the number of peers.
+   */
   tick(): void {
     const now = this.clock.now();
-    for (const peer of this.peers.values()) {
-      if (peer.timers.next() <= now) peer.timers.expire(now, this, peer);
-    }
+    this.#timers.expire(now, this);
     this.#rateLimiter.gc(now);
   }
 
   /** The earliest timer deadline of any peer (monotonic ms), Infinity if none: the event loop's timeout. */
   nextDeadline(): number {
-    let next = Infinity;
-    for (const peer of this.peers.values()) next = Math.min(next, peer.timers.next());
-    return next;
+    return this.#timers.next();
   }
 
-  expiredRetransmitHandshake(peer: Peer): void {
-    if (peer.timers.handshakeAttempts > MAX_TIMER_HANDSHAKES) {
-      // REKEY_ATTEMPT_TIME has passed: give up, drop what waited, and let the keys die in time.
-      peer.timers.sendKeepalive = Infinity;
-      peer.staged = [];
-      if (peer.timers.zeroKeyMaterial === Infinity) peer.timers.sessionDerived(this.clock.now());
-      return;
-    }
-    peer.timers.handshakeAttempts++;
-    this.sendInitiation(peer, true);
+  // What the timers make the device do (TimerActions); sendInitiation and sendKeepalive are above.
+
+  purgeStaged(peer: Peer): void {
+    peer.staged = [];
   }
 
-  expiredSendKeepalive(peer: Peer): void {
-    this.sendKeepalive(peer);
-  }
-
-  expiredNewHandshake(peer: Peer): void {
-    this.sendInitiation(peer, false);
-  }
-
-  expiredZeroKeyMaterial(peer: Peer): void {
+  zeroKeyMaterial(peer: Peer): void {
     this.#retire(peer.clearKeypairs());
     this.#retireHandshake(peer);
   }
 
-  expiredSendPersistentKeepalive(peer: Peer): void {
-    if (peer.persistentKeepalive > 0) this.sendKeepalive(peer);
+  /** A random REKEY_TIMEOUT jitter, below REKEY_TIMEOUT_JITTER_MAX (paper 6.1). */
+  jitter(): number {
+    this.rng(this.#jitterBuf);
+    return readU32(this.#jitterBuf, 0) % REKEY_TIMEOUT_JITTER_MAX;
   }
 
   // ---------------------------------------------------------------- indices
@@ -649,11 +641,6 @@ export class Device implements TimerHandler<Peer> {
     const i = peer.handshake.localIndex;
     if (i && this.#indices.get(i)?.keypair === null) this.#indices.delete(i);
     peer.handshake.clear();
-  }
-
-  #jitter(): number {
-    this.rng(this.#jitterBuf);
-    return readU32(this.#jitterBuf, 0) % REKEY_TIMEOUT_JITTER_MAX;
   }
 }
 

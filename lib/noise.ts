@@ -24,6 +24,7 @@ import {
   type Rng,
   tai64n,
   tai64nAfter,
+  type X25519,
   zero,
 } from "./crypto.ts";
 import {
@@ -68,10 +69,12 @@ export enum HandshakeState {
   ConsumedResponse,
 }
 
-/** The local static key pair of a device. */
+/** The local static key pair of a device, and the X25519 every DH of its handshakes is computed with. */
 export interface StaticIdentity {
   readonly privateKey: Uint8Array;
   readonly publicKey: Uint8Array;
+  /** Injected by the device (DeviceOptions), as the transport AEAD is: noble's, or a native one. */
+  readonly x25519: X25519;
 }
 
 /** Per-peer handshake state: the peer's static key, the preshared key and the running Noise state. */
@@ -92,13 +95,16 @@ export class Handshake {
   latestTimestamp: Uint8Array = new Uint8Array(NOISE_TIMESTAMP_LEN);
   /** When we last consumed an initiation from this peer, for the flood limit. */
   lastInitiationConsumption = -Infinity;
+  /** The local identity this handshake runs for (the kernel's handshake->static_identity); set by precompute. */
+  local: StaticIdentity | null = null;
 
   constructor(readonly remoteStatic: Uint8Array) {}
 
   /** Recomputes the static-static DH after the local private key changes; null if it is a low-order point. */
   precompute(local: StaticIdentity | null): void {
     zero(this.precomputedStaticStatic);
-    this.precomputedStaticStatic = local ? dh(local.privateKey, this.remoteStatic) : null;
+    this.local = local;
+    this.precomputedStaticStatic = local ? dh(local.privateKey, this.remoteStatic, local.x25519) : null;
   }
 
   /** Sets the preshared key (all zeros for none), wiping the one it replaces. */
@@ -112,6 +118,7 @@ export class Handshake {
     this.clear();
     zero(this.presharedKey, this.precomputedStaticStatic);
     this.precomputedStaticStatic = null;
+    this.local = null;
   }
 
   /** Forgets the in-progress handshake (but not the replay and flood state, which must survive). */
@@ -219,14 +226,15 @@ export function createInitiation(
   let h = mixHash(INITIAL_HASH, hs.remoteStatic);
 
   /* e */
+  const x = local.x25519;
   const ePriv = dhGenerate(rng);
-  const ePub = dhPublic(ePriv);
+  const ePub = dhPublic(ePriv, x);
   msg.set(ePub, INITIATION_EPHEMERAL);
   c = mixKey(c, ePub);
   h = mixHash(h, ePub);
 
   /* es */
-  const es = dh(ePriv, hs.remoteStatic);
+  const es = dh(ePriv, hs.remoteStatic, x);
   if (!es) {
     zero(ePriv, c);
     return null;
@@ -286,7 +294,7 @@ export function consumeInitiation(
   h = mixHash(h, ePub);
 
   /* es */
-  const es = dh(local.privateKey, ePub);
+  const es = dh(local.privateKey, ePub, local.x25519);
   if (!es) return fail();
   [c, k] = mixKeyAndKey(c, es);
   zero(es);
@@ -332,7 +340,8 @@ export function consumeInitiation(
 
 /** Writes a handshake response (paper 5.4.3) to a consumed initiation, MACs left zero; null on failure. */
 export function createResponse(hs: Handshake, localIndex: number, rng: Rng): Uint8Array | null {
-  if (hs.state !== HandshakeState.ConsumedInitiation || !hs.remoteEphemeral) return null;
+  const x = hs.local?.x25519;
+  if (hs.state !== HandshakeState.ConsumedInitiation || !hs.remoteEphemeral || !x) return null;
   const msg = new Uint8Array(MESSAGE_RESPONSE_LEN);
   writeHeader(msg, MESSAGE_HANDSHAKE_RESPONSE);
   writeU32(msg, RESPONSE_SENDER, localIndex);
@@ -342,10 +351,10 @@ export function createResponse(hs: Handshake, localIndex: number, rng: Rng): Uin
 
   /* e */
   const ePriv = dhGenerate(rng);
-  const ePub = dhPublic(ePriv);
+  const ePub = dhPublic(ePriv, x);
   msg.set(ePub, RESPONSE_EPHEMERAL);
-  const ee = dh(ePriv, hs.remoteEphemeral);
-  const se = dh(ePriv, hs.remoteStatic);
+  const ee = dh(ePriv, hs.remoteEphemeral, x);
+  const se = dh(ePriv, hs.remoteStatic, x);
   if (!ee || !se) {
     zero(ePriv, ee, se, c);
     return null;
@@ -385,8 +394,8 @@ export function consumeResponse(
 
   /* e */
   const ePub = msg.slice(RESPONSE_EPHEMERAL, RESPONSE_EPHEMERAL + NOISE_PUBLIC_KEY_LEN);
-  const ee = dh(hs.ephemeralPrivate, ePub);
-  const se = dh(local.privateKey, ePub);
+  const ee = dh(hs.ephemeralPrivate, ePub, local.x25519);
+  const se = dh(local.privateKey, ePub, local.x25519);
   if (!ee || !se) {
     zero(ee, se);
     return null;

@@ -7,12 +7,12 @@ import { CookieGenerator } from "./cookie.ts";
 import type { Endpoint } from "./ip.ts";
 import { MAX_SEND_COUNTER, MAX_STAGED_PACKETS, REJECT_AFTER_TIME } from "./messages.ts";
 import { Handshake, type Keypair } from "./noise.ts";
-import { Timers } from "./timers.ts";
+import { type TimerQueue, Timers } from "./timers.ts";
 
 export class Peer {
   readonly handshake: Handshake;
   readonly cookie: CookieGenerator;
-  readonly timers = new Timers();
+  readonly timers: Timers<Peer>;
   endpoint: Endpoint | null = null;
   /** Keypairs (paper 5.4.5 and section 6): the one we send with, the one before it, and a responder's
    * unconfirmed new one, which becomes current when the first data packet arrives under it. */
@@ -23,16 +23,24 @@ export class Peer {
   staged: Uint8Array[] = [];
   /** When we last sent an initiation: no more than one per REKEY_TIMEOUT. */
   lastSentHandshake = -Infinity;
-  /** Wall-clock time (ms since the epoch) of the last completed handshake, 0 if none, for `wg show`. */
-  lastHandshakeWall = 0;
   rxBytes = 0;
   txBytes = 0;
   /** Set when the peer is removed, so that nothing queued for it is sent afterwards. */
   dead = false;
 
-  constructor(readonly publicKey: Uint8Array) {
+  /**
+   * @param publicKey the peer's static public key
+   * @param queue the device's timer queue, which this peer joins whenever one of its timers is armed
+   */
+  constructor(readonly publicKey: Uint8Array, queue: TimerQueue<Peer> | null = null) {
     this.handshake = new Handshake(publicKey);
     this.cookie = new CookieGenerator(publicKey);
+    this.timers = new Timers<Peer>(this, queue);
+  }
+
+  /** Wall-clock time (ms since the epoch) of the last completed handshake, 0 if none, for `wg show`. */
+  get lastHandshakeWall(): number {
+    return this.timers.lastHandshakeWall;
   }
 
   /** Persistent keepalive interval in seconds, as configured (0 = off). */

@@ -112,7 +112,8 @@ const PEER_KEYS = new Set([
 /**
  * Parses the body of a set request: the lines after `set=1`, up to the blank line that ends the request
  * (which may be included). Lines before the first `public_key` configure the device; each `public_key` starts
- * a peer section. Never throws.
+ * a peer section. Never throws. Reads the body line by line where it lies, in one pass, keeping nothing but
+ * the update: a 10,000-peer `wg addconf` is parsed in time and memory proportional to its size.
  *
  * @param body `key=value` lines separated by `\n`
  * @returns the whole update, or the errno of the first bad line: EPROTO for a line without `=`, EINVAL for
@@ -127,28 +128,32 @@ export function parseSet(body: string): UapiResult<DeviceUpdate> {
   const update: DeviceUpdate = { replacePeers: false, peers: [] };
   let peer: PeerUpdate | null = null;
   let ended = false;
-  const lines = body.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!;
-    if (line === "") {
-      ended = true; // the blank line that ends the request (or the split after the last newline)
+  let lineNo = 0;
+  for (let start = 0; start <= body.length; lineNo++) {
+    let end = body.indexOf("\n", start);
+    if (end < 0) end = body.length;
+    const from = start;
+    start = end + 1;
+    if (end === from) {
+      ended = true; // the blank line that ends the request (or the end after the last newline)
       continue;
     }
-    const where = `Line ${i + 1}`;
-    if (ended) return fail(EPROTO, `${where}: text after the blank line that ends the request`);
-    const eq = line.indexOf("=");
-    if (eq < 0) return fail(EPROTO, `${where}: expected key=value, got ${quote(line)}`);
-    const key = line.slice(0, eq);
-    const value = line.slice(eq + 1);
+    if (ended) return fail(EPROTO, `Line ${lineNo + 1}: text after the blank line that ends the request`);
+    const eq = body.indexOf("=", from);
+    if (eq < 0 || eq > end) {
+      return fail(EPROTO, `Line ${lineNo + 1}: expected key=value, got ${quote(body.slice(from, end))}`);
+    }
+    const key = body.slice(from, eq);
+    const value = body.slice(eq + 1, end);
     if (key === "public_key") {
       const publicKey = keyFromHex(value);
-      if (!publicKey) return fail(EINVAL, `${where}: public_key is not ${2 * KEY_LEN} hex digits`);
+      if (!publicKey) return fail(EINVAL, `Line ${lineNo + 1}: public_key is not ${2 * KEY_LEN} hex digits`);
       peer = { publicKey, remove: false, updateOnly: false, replaceAllowedIps: false, allowedIps: [] };
       update.peers.push(peer);
       continue;
     }
     const problem = peer ? peerLine(peer, key, value) : deviceLine(update, key, value);
-    if (problem) return fail(problem.errno, `${where}: ${problem.message}`);
+    if (problem) return fail(problem.errno, `Line ${lineNo + 1}: ${problem.message}`);
   }
   return { ok: true, value: update };
 }

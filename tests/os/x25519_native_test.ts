@@ -3,7 +3,7 @@
  * results as noble for random keys, low-order points refused, and a handshake between two Devices with it.
  */
 import assert from "node:assert/strict";
-import { dh, dhPublic, nobleX25519, useX25519, x25519Backend } from "../../lib/crypto.ts";
+import { dh, dhPublic, nobleX25519 } from "../../lib/crypto.ts";
 import { openX25519 } from "../../ffi/x25519.ts";
 import { nativeX25519, selectX25519 } from "../../cmd/crypto.ts";
 import { connect, pair } from "../unit/_harness.ts";
@@ -63,17 +63,13 @@ Deno.test({
   fn() {
     assert.equal(selectX25519("noble"), nobleX25519);
     assert.equal(selectX25519(undefined).name, "native (libsodium)");
-    const before = x25519Backend();
-    try {
-      useX25519(selectX25519(undefined));
-      const k = crypto.getRandomValues(new Uint8Array(32));
-      assert.deepEqual(dhPublic(k), nobleX25519.publicKey(k));
-      assert.equal(dh(k, new Uint8Array(32)), null);
-      // Keys, handshake and the first packet all through libsodium's X25519 (connect throws if it fails).
-      const { a, b, clock } = pair({});
-      connect(a, b, clock);
-    } finally {
-      useX25519(before);
-    }
+    const x = selectX25519(undefined);
+    const k = crypto.getRandomValues(new Uint8Array(32));
+    assert.deepEqual(dhPublic(k, x), nobleX25519.publicKey(k));
+    assert.equal(dh(k, new Uint8Array(32), x), null);
+    // Keys, handshake and the first packet all through libsodium's X25519 (connect throws if it fails).
+    const { a, b, clock } = pair({ x25519: x });
+    assert.equal(a.device.x25519, x);
+    connect(a, b, clock);
   },
 });

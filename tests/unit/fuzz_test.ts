@@ -3,10 +3,8 @@
  * proof that its checks bite: broken replay windows, allowed-IPs tables and transport AEADs are caught.
  */
 import assert from "node:assert/strict";
-import { useX25519 } from "../../lib/crypto.ts";
 import { ReplayCounter } from "../../lib/replay.ts";
 import type { TransportAead } from "../../lib/crypto.ts";
-import { selectX25519 } from "../../cmd/crypto.ts";
 import { allowedIpsTarget } from "../../fuzz/allowedips_target.ts";
 import { deviceTarget } from "../../fuzz/device_target.ts";
 import { replayTarget } from "../../fuzz/replay_target.ts";
@@ -14,8 +12,6 @@ import { type FuzzResult, runFuzz } from "../../fuzz/runner.ts";
 import { TARGETS } from "../../fuzz/targets.ts";
 import { AllowedIps } from "../../lib/allowedips.ts";
 import type { Cidr } from "../../lib/ip.ts";
-
-useX25519(selectX25519());
 
 function assertClean(r: FuzzResult): void {
   if (r.failure) assert.fail(r.failure.report);

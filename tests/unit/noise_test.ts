@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dh, dhGenerate, dhPublic, isZero, nobleX25519, useX25519, x25519Backend } from "../../lib/crypto.ts";
+import { dh, dhGenerate, dhPublic, isZero, nobleX25519, type X25519 } from "../../lib/crypto.ts";
 import {
   INITIATION_EPHEMERAL,
   INITIATION_STATIC,
@@ -20,14 +20,26 @@ import {
   HandshakeState,
   type StaticIdentity,
 } from "../../lib/noise.ts";
-import { seededRng } from "./_harness.ts";
+import { connect, pair, seededRng } from "./_harness.ts";
 
 const rng = seededRng(1234);
 const WALL = 1_700_000_000_000;
 
+/** noble's X25519, recording the shared secrets it hands out while `secrets` is set (see recordingDh). */
+const recorder: X25519 & { secrets: Uint8Array[] | null } = {
+  name: "recording",
+  secrets: null,
+  sharedSecret(priv, pub) {
+    const out = nobleX25519.sharedSecret(priv, pub);
+    if (out) this.secrets?.push(out);
+    return out;
+  },
+  publicKey: nobleX25519.publicKey,
+};
+
 function identity(): StaticIdentity {
   const privateKey = dhGenerate(rng);
-  return { privateKey, publicKey: dhPublic(privateKey) };
+  return { privateKey, publicKey: dhPublic(privateKey), x25519: recorder };
 }
 
 /** Initiator I and responder R, each with a Handshake for the other. */
@@ -212,23 +224,14 @@ Deno.test("chaining keys are wiped once used: when the next message replaces the
   assert.ok(isZero(initiatorAfterResp), "the initiator's, used for the session keys");
 });
 
-/** Runs `fn` with an X25519 that records every shared secret it hands out. */
+/** Runs `fn` with the identities' X25519 recording every shared secret it hands out. */
 function recordingDh<T>(fn: (secrets: Uint8Array[]) => T): T {
   const secrets: Uint8Array[] = [];
-  const before = x25519Backend();
-  useX25519({
-    name: "recording",
-    sharedSecret(priv, pub) {
-      const out = nobleX25519.sharedSecret(priv, pub);
-      if (out) secrets.push(out);
-      return out;
-    },
-    publicKey: nobleX25519.publicKey,
-  });
+  recorder.secrets = secrets;
   try {
     return fn(secrets);
   } finally {
-    useX25519(before);
+    recorder.secrets = null;
   }
 }
 
@@ -288,4 +291,24 @@ Deno.test("a replaced preshared key is wiped; wipe() clears the preshared key an
   assert.ok(isZero(psk) && isZero(ss) && isZero(eph));
   assert.equal(s.hsI.precomputedStaticStatic, null);
   assert.equal(createInitiation(s.hsI, s.i, 2, WALL, rng), null, "nothing left to make a handshake with");
+});
+
+Deno.test("the X25519 given to a Device computes every DH and public key of its handshakes", () => {
+  let shared = 0, pub = 0;
+  const counting: X25519 = {
+    name: "counting",
+    sharedSecret: (k, p) => (shared++, nobleX25519.sharedSecret(k, p)),
+    publicKey: (k) => (pub++, nobleX25519.publicKey(k)),
+  };
+  const s = pair({ x25519: counting });
+  assert.equal(s.a.device.x25519, counting);
+  connect(s.a, s.b, s.clock);
+  // Static-static (precomputed) on each side; es by each; ee and se by each. Static and ephemeral public keys.
+  assert.equal(shared, 2 + 2 + 4);
+  assert.equal(pub, 2 + 2);
+  // One whose DH always fails: no handshake completes, so nothing went around it.
+  const refusing: X25519 = { name: "refusing", sharedSecret: () => null, publicKey: nobleX25519.publicKey };
+  const t = pair({ x25519: refusing });
+  assert.throws(() => connect(t.a, t.b, t.clock), /handshake did not complete/);
+  assert.equal(pair().a.device.x25519, nobleX25519, "noble's by default");
 });

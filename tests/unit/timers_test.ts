@@ -10,7 +10,7 @@ import {
   REKEY_TIMEOUT,
   REKEY_TIMEOUT_JITTER_MAX,
 } from "../../lib/messages.ts";
-import { type TimerHandler, Timers } from "../../lib/timers.ts";
+import { type TimerActions, TimerQueue, Timers } from "../../lib/timers.ts";
 import {
   connect,
   deliver,
@@ -22,6 +22,7 @@ import {
   pair,
   peerOf,
   pump,
+  seededRng,
   send,
 } from "./_harness.ts";
 
@@ -343,27 +344,27 @@ Deno.test("key zeroing: after KEY_ZEROING_TIME without a handshake every key is 
 
 // ---------------------------------------------------------------- the Timers class alone
 
-class Recorder implements TimerHandler<string> {
+class Recorder implements TimerActions<string> {
   log: string[] = [];
-  expiredRetransmitHandshake(p: string) {
-    this.log.push("retransmit " + p);
+  sendInitiation(p: string, isRetry: boolean) {
+    this.log.push(`${isRetry ? "retransmit" : "newHandshake"} ${p}`);
   }
-  expiredSendKeepalive(p: string) {
+  sendKeepalive(p: string) {
     this.log.push("keepalive " + p);
   }
-  expiredNewHandshake(p: string) {
-    this.log.push("newHandshake " + p);
+  purgeStaged(p: string) {
+    this.log.push("purge " + p);
   }
-  expiredZeroKeyMaterial(p: string) {
+  zeroKeyMaterial(p: string) {
     this.log.push("zero " + p);
   }
-  expiredSendPersistentKeepalive(p: string) {
-    this.log.push("persistent " + p);
+  jitter() {
+    return 0;
   }
 }
 
 Deno.test("Timers: deadlines, one-shot arming, and the second passive keepalive", () => {
-  const t = new Timers();
+  const t = new Timers("p");
   const r = new Recorder();
   assert.equal(t.next(), Infinity);
   t.dataSent(0, 100);
@@ -374,9 +375,9 @@ Deno.test("Timers: deadlines, one-shot arming, and the second passive keepalive"
   t.dataReceived(0);
   t.dataReceived(3000);
   assert.equal(t.sendKeepalive, KEEPALIVE_TIMEOUT);
-  t.expire(KEEPALIVE_TIMEOUT - 1, r, "p");
+  t.expire(KEEPALIVE_TIMEOUT - 1, r);
   assert.deepEqual(r.log, []);
-  t.expire(KEEPALIVE_TIMEOUT, r, "p");
+  t.expire(KEEPALIVE_TIMEOUT, r);
   assert.deepEqual(r.log, ["keepalive p"]);
   assert.equal(t.sendKeepalive, 2 * KEEPALIVE_TIMEOUT, "data arrived meanwhile: another keepalive later");
   t.anyAuthenticatedPacketSent();
@@ -386,7 +387,8 @@ Deno.test("Timers: deadlines, one-shot arming, and the second passive keepalive"
   assert.equal(t.retransmitHandshake, 100 + REKEY_TIMEOUT + 7);
   t.handshakeAttempts = 3;
   t.sentLastMinuteHandshake = true;
-  t.handshakeComplete();
+  t.handshakeComplete(1234);
+  assert.equal(t.lastHandshakeWall, 1234);
   assert.equal(t.retransmitHandshake, Infinity);
   assert.equal(t.handshakeAttempts, 0);
   assert.equal(t.sentLastMinuteHandshake, false);
@@ -402,10 +404,124 @@ Deno.test("Timers: deadlines, one-shot arming, and the second passive keepalive"
   r.log = [];
   t.handshakeInitiated(0, 0);
   t.dataSent(0, 0);
-  t.expire(10 + KEY_ZEROING_TIME, r, "q");
-  assert.deepEqual(r.log, ["retransmit q", "newHandshake q", "zero q", "persistent q"]);
+  t.expire(10 + KEY_ZEROING_TIME, r);
+  assert.deepEqual(r.log, ["retransmit p", "newHandshake p", "zero p", "keepalive p"]);
   assert.equal(t.next(), Infinity, "each timer is one-shot");
   t.handshakeInitiated(0, 0);
   t.stop();
   assert.equal(t.next(), Infinity);
+});
+
+// ---------------------------------------------------------------- the queue of deadlines
+
+/** Applies one random timer hook to `t` (the same choice, given the same `op`, for any Timers). */
+function randomHook<P>(t: Timers<P>, op: number, now: number, arg: number): void {
+  switch (op) {
+    case 0:
+      return t.dataSent(now, arg % REKEY_TIMEOUT_JITTER_MAX);
+    case 1:
+      return t.dataReceived(now);
+    case 2:
+      return t.anyAuthenticatedPacketSent();
+    case 3:
+      return t.anyAuthenticatedPacketReceived();
+    case 4:
+      return t.handshakeInitiated(now, arg % REKEY_TIMEOUT_JITTER_MAX);
+    case 5:
+      return t.handshakeComplete(now);
+    case 6:
+      return t.sessionDerived(now);
+    case 7:
+      t.persistentKeepaliveInterval = (arg % 3) * 7_000;
+      return t.anyAuthenticatedPacketTraversal(now);
+    default:
+      return t.stop();
+  }
+}
+
+Deno.test("TimerQueue: next deadline and expiries as a scan of every peer finds them, over random operations", () => {
+  const rng = seededRng(77);
+  const word = () => {
+    const b = new Uint8Array(4);
+    rng(b);
+    return new DataView(b.buffer).getUint32(0);
+  };
+  const N = 300;
+  const queue = new TimerQueue<string>();
+  const queued = Array.from({ length: N }, (_, i) => new Timers(`${i}`, queue));
+  const naive = Array.from({ length: N }, (_, i) => new Timers(`${i}`));
+  const fromQueue = new Recorder(), fromScan = new Recorder();
+  let now = 0;
+  for (let round = 0; round < 3000; round++) {
+    // A few hooks on random peers, the same on both sides; then time passes and both fire what expired.
+    for (let k = word() % 8; k > 0; k--) {
+      const i = word() % N, op = word() % 9, arg = word();
+      randomHook(queued[i]!, op, now, arg);
+      randomHook(naive[i]!, op, now, arg);
+    }
+    const scan = Math.min(...naive.map((t) => t.next()));
+    assert.equal(queue.next(), scan, `round ${round}: the next deadline`);
+    now += word() % 4 === 0 && scan !== Infinity ? scan - now : word() % 3000;
+    queue.expire(now, fromQueue);
+    for (const t of naive) if (t.next() <= now) t.expire(now, fromScan);
+    assert.deepEqual(fromQueue.log.sort(), fromScan.log.sort(), `round ${round}: the same timers fired`);
+    fromQueue.log = [];
+    fromScan.log = [];
+    for (let i = 0; i < N; i++) assert.equal(queued[i]!.next(), naive[i]!.next());
+  }
+  for (const t of queued) t.stop();
+  assert.equal(queue.size, 0, "stopped timers leave the queue");
+  assert.equal(queue.next(), Infinity);
+});
+
+Deno.test("TimerQueue: a postponed deadline is not fired early, and an earlier one is not missed", () => {
+  const queue = new TimerQueue<string>();
+  const r = new Recorder();
+  const a = new Timers("a", queue), b = new Timers("b", queue);
+  a.persistentKeepaliveInterval = 25_000;
+  a.anyAuthenticatedPacketTraversal(0); // due at 25 s
+  b.dataReceived(0); // keepalive due at 10 s
+  assert.equal(queue.next(), KEEPALIVE_TIMEOUT);
+  b.anyAuthenticatedPacketSent(); // disarmed: the queue's key for b is now early
+  a.anyAuthenticatedPacketTraversal(20_000); // postponed to 45 s
+  assert.equal(queue.next(), 45_000, "the true earliest deadline");
+  queue.expire(44_999, r);
+  assert.deepEqual(r.log, []);
+  b.handshakeInitiated(30_000, 0); // earlier than a's: moves up
+  assert.equal(queue.next(), 30_000 + REKEY_TIMEOUT);
+  queue.expire(45_000, r);
+  assert.deepEqual(r.log.sort(), ["keepalive a", "retransmit b"]);
+  assert.equal(queue.next(), Infinity, "both one-shot; a's persistent keepalive is re-armed by what is sent");
+});
+
+Deno.test("a device with 300 peers: each one's persistent keepalive fires at its own deadline", () => {
+  const { a, clock } = pair();
+  const N = 300;
+  const start = clock.now();
+  const peers = [];
+  for (let i = 0; i < N; i++) {
+    const key = new Uint8Array(32);
+    new DataView(key.buffer).setUint32(0, i + 1);
+    key[31] = 0x55;
+    const p = a.device.addPeer(key)!;
+    p.endpoint = a.endpoint;
+    p.persistentKeepalive = 1 + (i % 60); // seconds
+    p.timers.anyAuthenticatedPacketTraversal(start);
+    peers.push(p);
+  }
+  // With no session, a keepalive starts a handshake: the time of each peer's first initiation is when its
+  // persistent keepalive fired.
+  const first = new Map<number, number>();
+  for (let rounds = 0; first.size < N && rounds < 10_000; rounds++) {
+    const next = a.device.nextDeadline();
+    if (next > start + 61_000) break;
+    clock.t = next;
+    a.device.tick();
+    drain(a);
+    peers.forEach((p, i) => {
+      if (!first.has(i) && p.lastSentHandshake !== -Infinity) first.set(i, p.lastSentHandshake - start);
+    });
+  }
+  assert.equal(first.size, N, "every peer's keepalive fired");
+  for (const [i, at] of first) assert.equal(at, (1 + (i % 60)) * 1000, `peer ${i}`);
 });
