@@ -3,30 +3,28 @@
  * serves the cross-platform UAPI on /var/run/wireguard/IFNAME.sock, and moves packets between the TUN, the UDP
  * sockets and lib/'s Device until it is signalled or the interface is deleted.
  *
- * The event loop runs on the main thread. When idle it waits in an asynchronous poll (the JavaScript event
- * loop keeps serving the UAPI socket and signals meanwhile); when busy it drains the descriptors synchronously
- * in bounded batches and yields to the event loop after each round, so `wg show` and SIGTERM are served even
- * at full load. The UAPI handler wakes the poll through an eventfd after a change.
+ * The packet loop is cmd/dataplane.ts, here wired to its adapters: the TUN (cmd/tun_device.ts), the UDP
+ * sockets (cmd/udp_transport.ts), a poll set with an eventfd (cmd/poller.ts) and the round clock
+ * (cmd/clock.ts). It runs on the main thread and shares the event loop with the UAPI server; the UAPI handler
+ * wakes the loop after a change.
  * @module
  */
 import { spawn } from "node:child_process";
 import { mkdirSync, unlinkSync } from "node:fs";
 import { connect } from "node:net";
 import process from "node:process";
-import { performance } from "node:perf_hooks";
-import { setImmediate } from "node:timers";
-import { type Clock, Device, Verdict } from "../lib/device.ts";
 import type { X25519 } from "../lib/crypto.ts";
-import { DATA_HEADER_LEN, NOISE_AUTHTAG_LEN } from "../lib/messages.ts";
-import { Coalescer } from "../lib/gro.ts";
-import { Segmenter, VNET_HDR_LEN } from "../lib/gso.ts";
+import { Device } from "../lib/device.ts";
 import { EADDRINUSE, formatErrno, formatGet, parseSet, type UapiRequest } from "../lib/uapi.ts";
-import { errnoName, SysError } from "../ffi/libc.ts";
 import { LinkMonitor } from "../ffi/netlink.ts";
-import { PollSet, Waker } from "../ffi/poll.ts";
-import { pinned, runtimeName } from "../ffi/runtime.ts";
-import { ifIndex, MAX_PACKET, openTun, setMtu, type Tun } from "../ffi/tun.ts";
-import { GroRecvBatch, GsoSendBatch, UdpBind, type UdpSocket } from "../ffi/udp.ts";
+import { runtimeName } from "../ffi/runtime.ts";
+import { ifIndex, openTun, setMtu, type Tun } from "../ffi/tun.ts";
+import { UdpBind } from "../ffi/udp.ts";
+import { RoundClock } from "./clock.ts";
+import { DataPlane } from "./dataplane.ts";
+import { Poller } from "./poller.ts";
+import { TunDevice } from "./tun_device.ts";
+import { UdpTransport } from "./udp_transport.ts";
 import { type AeadSelection, selectAead, selectX25519, x25519Warning } from "./crypto.ts";
 import { systemRng } from "./keys.ts";
 import { Level, levelFromEnv, Logger } from "./log.ts";
@@ -35,28 +33,6 @@ import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
 export const SOCKET_DIR = "/var/run/wireguard";
 /** wireguard-go's default MTU: 1500 minus the largest overhead (IPv6 40 + UDP 8 + WireGuard 32). */
 export const DEFAULT_MTU = 1420;
-/** TUN reads, or UDP messages sent, per batch before the loop turns to the other descriptors. */
-const BATCH = 64;
-/**
- * UDP messages per receive. With GRO one message holds up to 64 KB of datagrams, so 16 are up to a thousand
- * datagrams; the batch buffers are what the daemon's resident memory grows by under load (1 MB each way).
- */
-const RECV_BATCH = 16;
-const SEND_BYTES = 1 << 20;
-/**
- * Room for the largest IP packet, the data header in front of it, and padding and tag behind it; rounded up to
- * a multiple of 16 so every receive slot starts aligned (typed-array copies between aligned offsets are faster).
- */
-const SLOT = (DATA_HEADER_LEN + MAX_PACKET + 16 + NOISE_AUTHTAG_LEN + 15) & ~15;
-/** Rounds of draining before the event loop gets a turn, even if packets keep coming. */
-const ROUNDS_PER_YIELD = 8;
-/**
- * After traffic, how long the loop waits synchronously for more before it waits asynchronously. On Deno the
- * asynchronous wait is a poll on another thread, and waking from it costs about 0.1 ms, which a reply (a ping's,
- * a TCP ACK) would otherwise pay at every hop; a 1 ms synchronous poll catches it at once. The event loop is
- * held for at most that long.
- */
-const LINGER_MS = 1;
 
 const USAGE = `Usage: typetun [-f/--foreground] INTERFACE-NAME\n`;
 
@@ -150,16 +126,6 @@ export function timeScale(value = process.env.TYPETUN_TEST_TIME_SCALE): number {
   return n;
 }
 
-let TIME_SCALE = 1;
-/**
- * The protocol clock reads a time taken once per round of the loop (and before each UAPI request), not once per
- * packet: a round lasts microseconds, far below any timer's resolution, and at 64-byte packets reading the clock
- * per packet was a tenth of the time spent.
- */
-let monotonicNow = 0;
-const tickClock = () => (monotonicNow = performance.now() * TIME_SCALE);
-const clock: Clock = { now: () => monotonicNow, wall: () => Date.now() };
-
 /** Refuses a name whose UAPI socket answers (a live daemon), removes one that does not (a stale socket). */
 async function claimSocket(path: string): Promise<void> {
   const live = await new Promise<boolean>((resolve) => {
@@ -181,10 +147,10 @@ async function claimSocket(path: string): Promise<void> {
 /** Runs the daemon in the foreground until a signal or the interface's deletion; returns the exit code. */
 export async function serve(name: string, log: Logger, reportReady: boolean): Promise<number> {
   const sockPath = `${SOCKET_DIR}/${name}.sock`;
-  let tun: Tun, bind: UdpBind, links: LinkMonitor, waker: Waker, server: UapiServer, transport: AeadSelection;
-  let x25519: X25519;
+  let tun: Tun, bind: UdpBind, links: LinkMonitor, server: UapiServer, transport: AeadSelection;
+  let scale: number, x25519: X25519;
   try {
-    TIME_SCALE = timeScale();
+    scale = timeScale();
     // Before the interface exists: TYPETUN_CRYPTO=native without a library is refused with nothing to undo.
     transport = selectAead();
     x25519 = selectX25519();
@@ -194,10 +160,9 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     setMtu(tun.name, DEFAULT_MTU);
     bind = UdpBind.open(0, 0, { gso: offload, gro: offload });
     links = new LinkMonitor();
-    waker = new Waker();
     mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o755 });
     // Tests shorten the idle timeout with the clock, but never below a second (a `wg` command needs less).
-    const idleTimeoutMs = Math.max(1000, UAPI_IDLE_TIMEOUT_MS / TIME_SCALE);
+    const idleTimeoutMs = Math.max(1000, UAPI_IDLE_TIMEOUT_MS / scale);
     server = await UapiServer.listen(sockPath, log, { idleTimeoutMs });
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
@@ -205,14 +170,14 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     if (reportReady) process.stdout.write(`error\n`);
     return 1;
   }
-  tickClock();
+  const clock = new RoundClock(scale);
   const device = new Device({ clock, rng: systemRng, mtu: DEFAULT_MTU, aead: transport.aead, x25519 });
   device.listenPort = bind.port;
   const index = ifIndex(tun.name);
-  if (TIME_SCALE !== 1) {
+  if (scale !== 1) {
     log.error(
-      `TYPETUN_TEST_TIME_SCALE: the protocol clock runs ${TIME_SCALE}× fast, and UAPI clients idle out ` +
-        `${TIME_SCALE}× sooner (tests only)`,
+      `TYPETUN_TEST_TIME_SCALE: the protocol clock runs ${scale}× fast, and UAPI clients idle out ` +
+        `${scale}× sooner (tests only)`,
     );
   }
   log.info(`Interface ${tun.name} created (ifindex ${index}), UDP port ${bind.port}, UAPI on ${sockPath}`);
@@ -227,24 +192,27 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
       udpOffloads.filter(Boolean).join(", "),
   );
 
-  let stopping = false;
-  let exitCode = 0;
-  const stop = (why: string, code = 0) => {
-    if (stopping) return;
-    stopping = true;
-    exitCode = code;
-    log.info(`Shutting down: ${why}`);
-    waker.wake();
-  };
-  const onSignal = (sig: string) => () => stop(`received ${sig}`);
+  const poller = new Poller();
+  const tunSlot = poller.watch(tun.fd);
+  const linkSlot = poller.watch(links.fd);
+  const packets = new TunDevice({
+    file: tun,
+    ready: () => poller.readable(tunSlot),
+    ifindex: index,
+    links: { ready: () => poller.readable(linkSlot), read: () => links.read() },
+    mtu: DEFAULT_MTU,
+    log,
+  });
+  const udp = new UdpTransport(bind, poller);
+  const loop = new DataPlane({ device, packets, transport: udp, clock, waker: poller, log });
+  const onSignal = (sig: string) => () => loop.stop(`received ${sig}`);
   process.on("SIGINT", onSignal("SIGINT"));
   process.on("SIGTERM", onSignal("SIGTERM"));
 
-  const loop = new DataPlane(device, tun, bind, links, waker, index, log, stop);
   server.serve((req) => {
-    const reply = handleUapi(req, device, loop);
+    const reply = handleUapi(req, loop, udp);
     // A change may have queued handshakes or keepalives, or moved a deadline; a get changes nothing.
-    if (req.op === "set") waker.wake();
+    if (req.op === "set") poller.wake();
     return reply;
   });
   if (reportReady) {
@@ -256,8 +224,9 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     log.level = Level.Silent;
   }
 
+  let exitCode = 0;
   try {
-    await loop.run(() => stopping);
+    await loop.run();
   } catch (e) {
     log.error(`Data plane failed: ${e instanceof Error ? e.message : e}`);
     exitCode = 1;
@@ -268,10 +237,10 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
   } catch {
     // Already gone.
   }
-  loop.bind.close();
+  udp.close();
   tun.close();
   links.close();
-  waker.close();
+  poller.close();
   process.removeAllListeners("SIGINT");
   process.removeAllListeners("SIGTERM");
   return exitCode;
@@ -280,8 +249,9 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
 const onOff = (on: boolean) => (on ? "on" : "off");
 
 /** One UAPI request against the running device (cmd-side effects: rebinding the port, the fwmark). */
-function handleUapi(req: UapiRequest, device: Device, loop: DataPlane): string {
-  tickClock();
+function handleUapi(req: UapiRequest, loop: DataPlane, udp: UdpTransport): string {
+  const device = loop.device;
+  loop.clock.tick();
   if (req.op === "error") return formatErrno(req.errno);
   if (req.op === "get") return formatGet(device.info()) + formatErrno(0);
   const parsed = parseSet(req.body);
@@ -295,214 +265,16 @@ function handleUapi(req: UapiRequest, device: Device, loop: DataPlane): string {
     const port = update.listenPort ?? device.listenPort;
     const mark = update.fwmark ?? device.fwmark;
     try {
-      if (port !== device.listenPort) loop.rebind(UdpBind.open(port, mark, loop.bind.offloads));
-      else if (mark !== device.fwmark) loop.bind.setMark(mark);
+      if (port !== device.listenPort) udp.rebind(UdpBind.open(port, mark, udp.bind.offloads));
+      else if (mark !== device.fwmark) udp.bind.setMark(mark);
     } catch (e) {
       loop.log.error(`UAPI set refused: ${e instanceof Error ? e.message : e}`);
       return formatErrno(EADDRINUSE);
     }
-    update.listenPort = loop.bind.port;
+    update.listenPort = udp.bind.port;
   }
   device.apply(update);
-  loop.flushOutbox();
+  // What the change sent (a keepalive when persistent keepalive is turned on) leaves now, not at the next round.
+  udp.flush();
   return formatErrno(0);
-}
-
-/**
- * The packet loop: TUN ⇄ Device ⇄ UDP. Preallocated buffers; no allocation per data packet.
- *
- * Outbound, a TUN read (a TSO super-packet of up to 64 KB when offloads are on) is cut into IP packets
- * written straight into the send batch, each encrypted in place there; consecutive datagrams to one endpoint
- * then leave as one UDP GSO message. Inbound, a UDP GRO message is split into datagrams, each decrypted in
- * place, and consecutive TCP segments of a flow are merged into one TUN write. Either way the kernel's
- * network stack handles one large packet where it would handle dozens of small ones: that, not the
- * cryptography, was where most of the time went (issue #6's profile).
- */
-class DataPlane {
-  readonly #poll = new PollSet(5);
-  readonly #recv = new GroRecvBatch(RECV_BATCH, SLOT);
-  readonly #send = new GsoSendBatch(BATCH, SEND_BYTES);
-  /** A TUN read: vnet header, then the packet (without offloads, a zero header is kept in front). */
-  readonly #tunRead = pinned(VNET_HDR_LEN + MAX_PACKET);
-  /** Where a TUN read goes: at 0 with a vnet header, after the (zero) header room without. */
-  readonly #tunReadAt: number;
-  readonly #segmenter = new Segmenter();
-  readonly #coalescer = new Coalescer();
-  readonly #src: { addr: Uint8Array; port: number } = { addr: new Uint8Array(4), port: 0 };
-  bind: UdpBind;
-
-  constructor(
-    readonly device: Device,
-    readonly tun: Tun,
-    bind: UdpBind,
-    readonly links: LinkMonitor,
-    readonly waker: Waker,
-    readonly ifindex: number,
-    readonly log: Logger,
-    readonly stop: (why: string, code?: number) => void,
-  ) {
-    this.bind = bind;
-    this.#tunReadAt = tun.vnetHdr ? 0 : VNET_HDR_LEN;
-    // A TUN without a vnet header takes no GSO packets: each decrypted packet is written as it is.
-    this.#coalescer.coalesce = tun.vnetHdr;
-    this.#poll.add(tun.fd, 1);
-    this.#poll.add(bind.v4?.fd ?? -1, 1);
-    this.#poll.add(bind.v6?.fd ?? -1, 1);
-    this.#poll.add(waker.fd, 1);
-    this.#poll.add(links.fd, 1);
-  }
-
-  /** Switches to new sockets (listen port change); the old ones are closed. */
-  rebind(next: UdpBind): void {
-    if (next === this.bind) return;
-    this.bind.close();
-    this.bind = next;
-    this.device.listenPort = next.port;
-    this.#poll.set(1, next.v4?.fd ?? -1, 1);
-    this.#poll.set(2, next.v6?.fd ?? -1, 1);
-  }
-
-  async run(stopping: () => boolean): Promise<void> {
-    let rounds = 0;
-    let lingered = true;
-    while (!stopping()) {
-      const busy = this.#round();
-      if (stopping()) break;
-      if (busy) {
-        lingered = false;
-        // Full load: give the event loop (UAPI socket, signals) a turn every few rounds.
-        if (++rounds >= ROUNDS_PER_YIELD) {
-          rounds = 0;
-          await new Promise<void>((r) => setImmediate(r));
-        }
-        continue;
-      }
-      // Traffic just stopped: wait a moment synchronously first. What this catches continues the busy count,
-      // so the event loop still gets its turn every ROUNDS_PER_YIELD busy rounds.
-      if (!lingered) {
-        lingered = true;
-        if (this.#poll.poll(LINGER_MS) > 0) continue;
-      }
-      rounds = 0;
-      const next = this.device.nextDeadline();
-      const timeout = next === Infinity
-        ? 1000
-        : Math.max(0, Math.min(1000, Math.ceil((next - tickClock()) / TIME_SCALE)));
-      await this.#poll.pollAsync(timeout);
-    }
-  }
-
-  /** Polls without waiting and serves whatever is ready; true if any packet moved. */
-  #round(): boolean {
-    this.#poll.poll(0);
-    tickClock();
-    let moved = false;
-    if (this.#poll.readable(3)) this.waker.drain();
-    if (this.#poll.readable(4) && !this.#linkEvents()) return false;
-    if (this.#poll.readable(0)) moved = this.#fromTun() || moved;
-    if (this.#poll.readable(1) && this.bind.v4) moved = this.#fromUdp(this.bind.v4) || moved;
-    if (this.#poll.readable(2) && this.bind.v6) moved = this.#fromUdp(this.bind.v6) || moved;
-    if (this.device.nextDeadline() <= clock.now()) this.device.tick();
-    this.flushOutbox();
-    return moved;
-  }
-
-  /**
-   * Follows our interface's link events: its deletion (not a move to another namespace) stops the daemon;
-   * a new MTU (`ip link set IF mtu N`) becomes the padding limit, as wireguard-go follows its TUN's MTU.
-   * Returns false once stopping.
-   */
-  #linkEvents(): boolean {
-    for (const e of this.links.read()) {
-      if (e.index !== this.ifindex) continue;
-      if (e.type === "del" && !e.moved) {
-        this.stop(`interface ${this.tun.name} was deleted`);
-        return false;
-      }
-      if (e.type === "new" && e.mtu !== null && e.mtu !== this.device.mtu) {
-        this.log.debug(`MTU of ${this.tun.name} is now ${e.mtu}`);
-        this.device.mtu = e.mtu;
-      }
-    }
-    return true;
-  }
-
-  /** Reads up to BATCH TUN packets; each IP packet in them is encrypted in place in the send batch. */
-  #fromTun(): boolean {
-    const send = this.#send;
-    const seg = this.#segmenter;
-    const buf = this.#tunRead;
-    let read = 0;
-    for (; read < BATCH; read++) {
-      let len: number;
-      try {
-        len = this.tun.readAt(buf, this.#tunReadAt, buf.length - this.#tunReadAt);
-      } catch (e) {
-        // EBADFD: the interface is gone (also after it was moved to another namespace and deleted there).
-        this.stop(`reading the TUN failed: ${e instanceof SysError ? e.hint : e}`);
-        break;
-      }
-      if (len === 0) break;
-      const count = seg.begin(buf, 0, this.#tunReadAt + len);
-      for (let i = 0; i < count; i++) {
-        // Room for the data header, the packet, its padding (to 16) and the tag.
-        if (!send.room(DATA_HEADER_LEN + seg.length(i) + 15 + NOISE_AUTHTAG_LEN)) send.send(this.bind);
-        const at = send.cursor + DATA_HEADER_LEN;
-        const plain = seg.segment(i, send.data, at);
-        if (this.device.handlePlaintext(send.data, at, plain) !== Verdict.Send) continue;
-        const ep = this.device.out.endpoint!;
-        send.push(this.device.out.length, ep.family, ep.addr, ep.port);
-      }
-    }
-    send.send(this.bind);
-    return read > 0;
-  }
-
-  /** Receives up to BATCH UDP messages from one socket; decrypted packets go to the TUN. */
-  #fromUdp(sock: UdpSocket): boolean {
-    const recv = this.#recv;
-    const gro = this.#coalescer;
-    const n = recv.recv(sock);
-    const src = this.#src;
-    for (let i = 0; i < n; i++) {
-      if (recv.truncated(i)) continue;
-      src.addr = recv.address(i);
-      src.port = recv.port(i);
-      const v = this.device.handleDatagram(recv.data, recv.offset(i), recv.length(i), src);
-      if (v === Verdict.Deliver) {
-        if (gro.full) this.#writeTun();
-        gro.add(recv.data, this.device.out.offset, this.device.out.length);
-      } else if (v > Verdict.Handled && this.log.level >= Level.Debug) {
-        this.log.debug(`Dropped a datagram from port ${src.port}: ${Verdict[v]}`);
-      }
-    }
-    this.#writeTun();
-    return recv.messages > 0;
-  }
-
-  /** Writes what the coalescer holds to the TUN (without a vnet header, each packet without its header). */
-  #writeTun(): void {
-    const gro = this.#coalescer;
-    const skip = this.tun.vnetHdr ? 0 : VNET_HDR_LEN;
-    const n = gro.flush();
-    for (let i = 0; i < n; i++) {
-      const r = this.tun.writeAt(gro.outBuf(i), gro.outOff(i) + skip, gro.outLen(i) - skip);
-      if (r < 0 && gro.outSegments(i) > 1 && gro.coalesce) {
-        // A kernel that refuses our GSO packets would otherwise drop every merged run: stop merging.
-        gro.coalesce = false;
-        this.log.error(`The TUN refused a coalesced packet (${errnoName(-r)}); writing packets singly`);
-      }
-    }
-  }
-
-  /** Sends what the device queued outside the hot path (handshakes, keepalives, staged packets). */
-  flushOutbox(): void {
-    const box = this.device.outbox;
-    for (let i = 0; i < box.length; i++) {
-      const d = box[i]!;
-      const sock = this.bind.socket(d.endpoint.family);
-      if (sock) sock.sendTo(d.data, d.data.length, d.endpoint.addr, d.endpoint.port);
-    }
-    box.length = 0;
-  }
 }

@@ -5,9 +5,11 @@
  * - `handleDatagram` takes a UDP datagram and handles a handshake message or decrypts data in place.
  * - `tick` runs the timers of section 6.
  *
- * The hot path (data in both directions with a live session) returns a Verdict and describes its output in
- * `this.out`, allocating nothing. Everything else the device wants to send (handshakes, cookie replies,
- * keepalives, packets that waited for a session) is appended to `this.outbox`, which the caller drains.
+ * Every datagram the device sends, data and handshakes alike, leaves through one {@link DatagramSink}: the
+ * data loop's send batch, or an in-memory {@link Outbox} (the default, for tests and other sans-I/O callers).
+ * The hot path encrypts in place in the caller's buffer and hands the datagram over where it lies, so a batch
+ * that gave out that place takes it without a copy; a decrypted packet is described in `this.out`. Every call
+ * returns a Verdict, and each verdict, the drop reasons among them, is counted in `this.verdicts`.
  * Time and randomness come from the injected clock and RNG.
  * @module
  */
@@ -29,6 +31,7 @@ import {
   DATA_COUNTER,
   DATA_HEADER_LEN,
   DATA_RECEIVER,
+  DATA_TRAILER_ROOM,
   KEEPALIVE_TIMEOUT,
   MESSAGE_DATA,
   MESSAGE_HANDSHAKE_COOKIE,
@@ -66,35 +69,95 @@ export interface Clock {
   wall(): number;
 }
 
-/** What happened to a packet or datagram. Values above Verdict.Handled mean it was dropped, and why. */
+/**
+ * What happened to a packet or datagram: one of four outcomes, or a drop and its reason (see {@link isDrop}).
+ * `Device.verdicts` counts each.
+ */
 export enum Verdict {
-  /** Encrypted in place: send `out.length` bytes at `out.offset` to `out.endpoint`. */
+  /**
+   * Encrypted in place and handed to the sink where it lies; `out.offset`, `out.length` and `out.endpoint`
+   * describe it.
+   */
   Send,
   /** Decrypted in place: write `out.length` bytes at `out.offset` to the TUN. */
   Deliver,
-  /** Queued until a session exists (a handshake may be in the outbox). */
+  /** Queued until a session exists (a handshake may have gone to the sink). */
   Queued,
-  /** Consumed: a handshake, cookie reply or keepalive; replies, if any, are in the outbox. */
+  /** Consumed: a handshake, cookie reply or keepalive; replies, if any, went to the sink. */
   Handled,
+  /** No peer's allowed IPs hold the packet's destination. */
   DropNoRoute,
+  /** The peer has no endpoint to send to. */
   DropNoEndpoint,
+  /** A handshake message arrived while the device has no private key. */
   DropNoKey,
+  /** Not a well-formed WireGuard message, or a decrypted packet that is not a well-formed IP packet. */
   DropMalformed,
+  /** A handshake message whose mac1 is wrong (paper 5.4.4). */
   DropInvalidMac,
+  /** Under load, a handshake from a source over its rate (paper 5.3). */
   DropRateLimited,
+  /** Under load, a handshake without a valid mac2: a cookie reply went back instead (paper 5.3). */
   DropCookieSent,
+  /** A handshake message that did not verify (unknown peer, replayed timestamp, flood, bad ephemeral). */
   DropHandshake,
+  /** Data or a cookie reply for a receiver index we do not hold. */
   DropUnknownIndex,
+  /** Data or a cookie reply that failed authentication. */
   DropDecrypt,
+  /** Data whose counter was seen before or is too old (RFC 6479 window). */
   DropReplay,
+  /** Data under a session past REJECT_AFTER_TIME or REJECT_AFTER_MESSAGES. */
   DropExpired,
+  /** Decrypted data whose inner source is not one of the peer's allowed IPs (cryptokey routing). */
   DropNotAllowed,
+  /** A packet waiting for a session pushed out by newer ones (MAX_STAGED_PACKETS). */
+  DropQueueFull,
 }
 
-/** A datagram the device wants sent. */
+/** How many verdicts there are: the length of `Device.verdicts`. */
+export const VERDICT_COUNT = Verdict.DropQueueFull + 1;
+
+/** Whether a verdict is a drop (anything but Send, Deliver, Queued and Handled). */
+export function isDrop(v: Verdict): boolean {
+  return v !== Verdict.Send && v !== Verdict.Deliver && v !== Verdict.Queued && v !== Verdict.Handled;
+}
+
+/** The drop reasons, in the order of their counters (for metrics and `show`). */
+export const DROP_REASONS: readonly Verdict[] = Array.from({ length: VERDICT_COUNT }, (_, v) => v as Verdict)
+  .filter(isDrop);
+
+/**
+ * Where the device sends every datagram. `to` is a view the caller may reuse after the call (a receive batch's
+ * source address), and `buf[off, off+len)` is valid only during the call, except when `inPlace` is true: then it
+ * is the caller's own buffer, where handlePlaintext built the datagram from the caller's packet. A send batch
+ * whose write position that is takes it without a copy (the hot path); anything else is copied.
+ */
+export interface DatagramSink {
+  send(buf: Uint8Array, off: number, len: number, to: Source, inPlace: boolean): void;
+}
+
+/** A datagram kept by an {@link Outbox}. */
 export interface Datagram {
   endpoint: Endpoint;
   data: Uint8Array;
+}
+
+/**
+ * The in-memory sink: a copy of every datagram the caller does not already hold, in order. Datagrams built in
+ * place from the caller's packet are left out: the caller has them, described by `Device.out`. The default
+ * sink of a Device, for tests and other sans-I/O callers; the data loop gives its send batch instead.
+ */
+export class Outbox implements DatagramSink {
+  readonly datagrams: Datagram[] = [];
+  send(buf: Uint8Array, off: number, len: number, to: Source, inPlace: boolean): void {
+    if (inPlace) return;
+    const addr = to.addr.slice();
+    this.datagrams.push({
+      endpoint: new Endpoint(addr.length === 4 ? 4 : 6, addr, to.port),
+      data: buf.slice(off, off + len),
+    });
+  }
 }
 
 export interface DeviceOptions {
@@ -111,6 +174,8 @@ export interface DeviceOptions {
    * cookies (paper 5.3); 0 means always under load.
    */
   underLoadThreshold?: number;
+  /** Where every datagram goes (default: a new {@link Outbox}). */
+  sink?: DatagramSink;
 }
 
 /** The result of the last hot-path call; reused, never reallocated. */
@@ -143,8 +208,14 @@ export class Device implements TimerActions<Peer> {
   fwmark = 0;
   readonly peers = new Map<string, Peer>();
   readonly allowedIps = new AllowedIps<Peer>();
-  readonly outbox: Datagram[] = [];
+  /** Where every datagram goes; the data loop sets its send batch here. */
+  sink: DatagramSink;
   readonly out: Output = { offset: 0, length: 0, endpoint: null, peer: null };
+  /** How many times each verdict was reached, indexed by Verdict: the drop counters are among them. */
+  readonly verdicts = new Float64Array(VERDICT_COUNT);
+  /** Staged packets are encrypted here before they go to the sink (grown to the largest, then reused). */
+  #scratch = new Uint8Array(0);
+  readonly #defaultOutbox: Outbox;
   readonly #indices = new Map<number, IndexEntry>();
   readonly #cookieChecker = new CookieChecker();
   readonly #rateLimiter: RateLimiter;
@@ -164,10 +235,20 @@ export class Device implements TimerActions<Peer> {
     this.x25519 = opts.x25519 ?? nobleX25519;
     this.mtu = opts.mtu ?? 1420;
     this.#underLoadThreshold = opts.underLoadThreshold ?? DEFAULT_UNDER_LOAD_THRESHOLD;
+    this.#defaultOutbox = opts.sink instanceof Outbox ? opts.sink : new Outbox();
+    this.sink = opts.sink ?? this.#defaultOutbox;
     // A secret hash seed, so that nobody can aim source addresses at one slot of the rate limiter's table.
     const seed = new Uint8Array(4);
     this.rng(seed);
     this.#rateLimiter = new RateLimiter({ seed: readU32(seed, 0) });
+  }
+
+  /**
+   * The datagrams of the default sink, an {@link Outbox} (empty when another sink was set), for sans-I/O
+   * callers to carry or inspect.
+   */
+  get outbox(): Datagram[] {
+    return this.#defaultOutbox.datagrams;
   }
 
   // ---------------------------------------------------------------- configuration
@@ -280,9 +361,16 @@ export class Device implements TimerActions<Peer> {
 
   /**
    * An IP packet read from the TUN at `buf[off, off+len)`. The caller leaves DATA_HEADER_LEN bytes free before
-   * `off` and 15 + NOISE_AUTHTAG_LEN bytes after the packet, so the datagram is built in place.
+   * `off` and DATA_TRAILER_ROOM bytes after the packet, so the datagram is built in place and handed to the
+   * sink there (Verdict.Send).
    */
   handlePlaintext(buf: Uint8Array, off: number, len: number): Verdict {
+    const v = this.#plaintext(buf, off, len);
+    this.verdicts[v]!++;
+    return v;
+  }
+
+  #plaintext(buf: Uint8Array, off: number, len: number): Verdict {
     const family = ipVersion(buf, off, len);
     if (family === 0) return Verdict.DropMalformed;
     const peer = this.allowedIps.lookup(family, buf, off + (family === 4 ? IPV4_DST : IPV6_DST));
@@ -292,15 +380,18 @@ export class Device implements TimerActions<Peer> {
     const kp = peer.current;
     // Without a usable session the packet waits, and a handshake starts (paper 6.2 / the kernel's staging).
     if (!canSend(kp, now) || peer.staged.length > 0) {
-      peer.stage(buf.slice(off, off + len));
+      if (!peer.stage(buf.slice(off, off + len))) this.verdicts[Verdict.DropQueueFull]!++;
       this.#sendStaged(peer);
       return Verdict.Queued;
     }
     const total = this.#encrypt(peer, kp, buf, off, len);
-    this.out.offset = off - DATA_HEADER_LEN;
+    const at = off - DATA_HEADER_LEN;
+    this.out.offset = at;
     this.out.length = total;
     this.out.endpoint = peer.endpoint;
     this.out.peer = peer;
+    // Handed over before anything the timers below may send, so the sink sees it first, in its place.
+    this.sink.send(buf, at, total, peer.endpoint, true);
     this.#afterDataSent(peer, kp, now, len > 0);
     return Verdict.Send;
   }
@@ -350,10 +441,13 @@ export class Device implements TimerActions<Peer> {
     peer.staged = [];
     let data = false;
     for (const p of packets) {
-      const buf = new Uint8Array(DATA_HEADER_LEN + p.length + MESSAGE_PADDING_MULTIPLE + NOISE_AUTHTAG_LEN);
+      if (this.#scratch.length < DATA_HEADER_LEN + p.length + DATA_TRAILER_ROOM) {
+        this.#scratch = new Uint8Array(DATA_HEADER_LEN + Math.max(p.length, 1500) + DATA_TRAILER_ROOM);
+      }
+      const buf = this.#scratch;
       buf.set(p, DATA_HEADER_LEN);
       const total = this.#encrypt(peer, kp, buf, DATA_HEADER_LEN, p.length);
-      this.outbox.push({ endpoint: peer.endpoint, data: buf.subarray(0, total) });
+      this.sink.send(buf, 0, total, peer.endpoint, false);
       if (p.length > 0) data = true;
     }
     this.#afterDataSent(peer, kp, now, data);
@@ -392,16 +486,22 @@ export class Device implements TimerActions<Peer> {
   #send(peer: Peer, data: Uint8Array): void {
     if (!peer.endpoint) return;
     peer.txBytes += data.length;
-    this.outbox.push({ endpoint: peer.endpoint, data });
+    this.sink.send(data, 0, data.length, peer.endpoint, false);
   }
 
   // ---------------------------------------------------------------- network → TUN
 
   /**
    * A UDP datagram at `buf[off, off+len)` from `src`. Data is decrypted in place: the IP packet is then at
-   * `out.offset`, `out.length` bytes long. Handshake replies go to the outbox.
+   * `out.offset`, `out.length` bytes long (Verdict.Deliver). Handshake replies go to the sink.
    */
   handleDatagram(buf: Uint8Array, off: number, len: number, src: Source): Verdict {
+    const v = this.#datagram(buf, off, len, src);
+    this.verdicts[v]!++;
+    return v;
+  }
+
+  #datagram(buf: Uint8Array, off: number, len: number, src: Source): Verdict {
     switch (messageType(buf, off, len)) {
       case MESSAGE_DATA:
         return this.#receiveData(buf, off, len, src);
@@ -507,7 +607,7 @@ export class Device implements TimerActions<Peer> {
       // only at the per-source rate.
       if (!this.#cookieChecker.checkMac2(msg, src, now)) {
         const reply = this.#cookieChecker.createReply(msg, src, now, this.rng);
-        this.outbox.push({ endpoint: endpointOf(src), data: reply });
+        this.sink.send(reply, 0, reply.length, src, false);
         return Verdict.DropCookieSent;
       }
       if (!this.#rateLimiter.allow(src.addr, now)) return Verdict.DropRateLimited;

@@ -103,8 +103,14 @@ export const MESSAGE_DATA_MIN_LEN = DATA_HEADER_LEN + noiseEncryptedLen(0);
 /** Plaintext is padded to a multiple of 16 bytes (paper 5.4.6) to hide its exact length. */
 export const MESSAGE_PADDING_MULTIPLE = 16;
 
-/** Bytes a data message adds to an IP packet before padding: header and tag. */
-export const DATA_OVERHEAD = DATA_HEADER_LEN + NOISE_AUTHTAG_LEN;
+/**
+ * Room a data message needs behind its packet: padding (at most MESSAGE_PADDING_MULTIPLE - 1 bytes) and the tag.
+ * A caller that leaves DATA_HEADER_LEN bytes in front of a packet and this much behind it lets the device build
+ * the message in place.
+ */
+export const DATA_TRAILER_ROOM = MESSAGE_PADDING_MULTIPLE - 1 + NOISE_AUTHTAG_LEN;
+/** The most a data message adds to an IP packet: the header in front, padding and tag behind. */
+export const DATA_OVERHEAD = DATA_HEADER_LEN + DATA_TRAILER_ROOM;
 
 // The sizes the paper fixes; a change in the offsets above that breaks them fails at load time.
 if (
