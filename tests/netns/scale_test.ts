@@ -2,7 +2,8 @@
  * Scale in peers (issue 12, root): 10,000 idle peers configured on both sides of a pair must not slow down the
  * one active peer, nor the `wg` commands that configure and read them. Two daemons in two namespaces, joined by
  * a veth, with one active peer each; then, in the same test:
- * - TCP throughput (iperf3) and ping RTT (median of 20 pings 0.05 s apart) through the active peer;
+ * - TCP throughput (iperf3, the better of two 2 s runs, as other load on the machine only ever lowers it) and
+ *   ping RTT (median of 20 pings 0.05 s apart) through the active peer;
  * - `wg addconf` of 10,000 more peers on each side (random keys, one /32 each, an endpoint): under 5 s a side;
  * - `wg show IF dump`: under 1 s, listing all 10,001 peers;
  * - throughput and RTT again: at least 85 % of the throughput, at most 1.5× the RTT of the first measurement.
@@ -50,6 +51,12 @@ async function throughput(ns1: string, ns2: string, addr: string, seconds: numbe
   }
 }
 
+/** The better of two 2-second throughput runs. */
+async function bestThroughput(ns1: string, ns2: string, addr: string): Promise<number> {
+  const first = await throughput(ns1, ns2, addr, 2);
+  return Math.max(first, await throughput(ns1, ns2, addr, 2));
+}
+
 /** The median RTT in ms of 20 pings 0.05 s apart from ns1 to `addr`. */
 function rtt(ns1: string, addr: string): number {
   const out = inNs(ns1, `ping -c 20 -i 0.05 -W 2 ${addr}`);
@@ -93,7 +100,7 @@ labTest(
     inNs(ns1, "ping -c 3 -i 0.2 -W 3 10.243.0.2");
     await throughput(ns1, ns2, "10.243.0.2", 1); // warm-up: handshake done, hot paths compiled
 
-    const mbpsBefore = await throughput(ns1, ns2, "10.243.0.2", 3);
+    const mbpsBefore = await bestThroughput(ns1, ns2, "10.243.0.2");
     const rttBefore = rtt(ns1, "10.243.0.2");
 
     const files = [1, 2].map((n) => `/tmp/typetun-scale-${t}-${n}.conf`);
@@ -111,7 +118,7 @@ labTest(
     // The other side too: the slower of the two counts.
     dump = Math.max(dump, timed(() => sh(`wg show ${if2} dump`)));
     await sleep(200);
-    const mbpsAfter = await throughput(ns1, ns2, "10.243.0.2", 3);
+    const mbpsAfter = await bestThroughput(ns1, ns2, "10.243.0.2");
     const rttAfter = rtt(ns1, "10.243.0.2");
 
     const figures = {
