@@ -29,9 +29,7 @@ export const libc = openLibrary(LIBC, {
   sendmmsg: { args: ["i32", "buffer", "u32", "i32"], result: "i32" },
   poll: { args: ["buffer", "u64", "i32"], result: "i32" },
   poll_nonblocking: { name: "poll", args: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
-  fcntl: { args: ["i32", "i32", "i32"], result: "i32" },
   eventfd: { args: ["u32", "i32"], result: "i32" },
-  pipe2: { args: ["buffer", "i32"], result: "i32" },
   if_nametoindex: { args: ["buffer"], result: "u32" },
   if_indextoname: { args: ["u32", "buffer"], result: "pointer" },
 });
@@ -40,10 +38,7 @@ export const libc = openLibrary(LIBC, {
 export const O_RDWR = 0o2;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
-export const F_GETFL = 3;
-export const F_SETFL = 4;
 
-export const AF_UNSPEC = 0;
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const AF_NETLINK = 16;
@@ -55,7 +50,6 @@ export const EFD_NONBLOCK = O_NONBLOCK;
 export const EFD_CLOEXEC = O_CLOEXEC;
 
 export const SOL_SOCKET = 1;
-export const SO_REUSEADDR = 2;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_SNDBUFFORCE = 32;
@@ -130,14 +124,17 @@ export const errnoNames: Readonly<Record<number, string>> = {
 
 export const EPERM = 1;
 export const ENOENT = 2;
+export const ESRCH = 3;
 export const EINTR = 4;
 export const EIO = 5;
+export const ENXIO = 6;
 export const EAGAIN = 11;
 export const EACCES = 13;
 export const EBUSY = 16;
 export const EEXIST = 17;
 export const ENODEV = 19;
 export const EINVAL = 22;
+export const EBADFD = 77;
 export const EMSGSIZE = 90;
 export const ENOPROTOOPT = 92;
 export const EOPNOTSUPP = 95;
@@ -151,26 +148,26 @@ export const EHOSTUNREACH = 113;
 
 /** Short descriptions, used when the caller gives no more specific hint. */
 const errnoText: Readonly<Record<number, string>> = {
-  1: "operation not permitted",
-  2: "no such file or directory",
-  4: "interrupted system call",
-  5: "input/output error",
-  11: "resource temporarily unavailable",
-  13: "permission denied",
-  16: "device or resource busy",
-  17: "file exists",
-  19: "no such device",
-  22: "invalid argument",
-  90: "message too long",
-  92: "protocol not available",
-  95: "operation not supported",
-  97: "address family not supported",
-  98: "address already in use",
-  99: "cannot assign requested address",
-  101: "network is unreachable",
-  105: "no buffer space available",
-  111: "connection refused",
-  113: "no route to host",
+  [EPERM]: "operation not permitted",
+  [ENOENT]: "no such file or directory",
+  [EINTR]: "interrupted system call",
+  [EIO]: "input/output error",
+  [EAGAIN]: "resource temporarily unavailable",
+  [EACCES]: "permission denied",
+  [EBUSY]: "device or resource busy",
+  [EEXIST]: "file exists",
+  [ENODEV]: "no such device",
+  [EINVAL]: "invalid argument",
+  [EMSGSIZE]: "message too long",
+  [ENOPROTOOPT]: "protocol not available",
+  [EOPNOTSUPP]: "operation not supported",
+  [EAFNOSUPPORT]: "address family not supported",
+  [EADDRINUSE]: "address already in use",
+  [EADDRNOTAVAIL]: "cannot assign requested address",
+  [ENETUNREACH]: "network is unreachable",
+  [ENOBUFS]: "no buffer space available",
+  [ECONNREFUSED]: "connection refused",
+  [EHOSTUNREACH]: "no route to host",
 };
 
 /** The name of an errno value, e.g. `EPERM`, or `errno N` when unknown. */
@@ -230,12 +227,6 @@ export function fromCString(buf: Uint8Array, offset = 0, max = buf.length - offs
 /** `close(fd)`, ignoring errors other than reporting them (close can only fail for a bad fd). */
 export function closeFd(fd: number): void {
   if (fd >= 0) libc.symbols.close(fd);
-}
-
-/** Sets or clears O_NONBLOCK on a descriptor. */
-export function setNonBlocking(fd: number, on: boolean): void {
-  const flags = check(libc.symbols.fcntl(fd, F_GETFL, 0), "fcntl(F_GETFL)");
-  check(libc.symbols.fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK), "fcntl(F_SETFL)");
 }
 
 /** `setsockopt` with an int value; returns 0, or the errno on failure (for calls that have a fallback). */
@@ -372,8 +363,6 @@ export const IFR_UNION = IFNAMSIZ;
 
 /** sizeof(struct iovec): base pointer and length. */
 export const IOVEC_SIZE = 16;
-/** sizeof(struct msghdr). */
-export const MSGHDR_SIZE = 56;
 /** sizeof(struct mmsghdr): msghdr, the unsigned msg_len and padding to 8. */
 export const MMSGHDR_SIZE = 64;
 
@@ -386,12 +375,6 @@ export const MSG_CONTROL = 32;
 export const MSG_CONTROLLEN = 40;
 export const MSG_FLAGS = 48;
 export const MMSG_LEN = 56;
-
-/** Writes an iovec {base, len} at `offset`. */
-export function encodeIovec(view: DataView, offset: number, base: bigint, len: number): void {
-  view.setBigUint64(offset, base, true);
-  view.setBigUint64(offset + 8, BigInt(len), true);
-}
 
 /**
  * Writes one `struct mmsghdr` at `offset` with a single iovec, an optional name buffer and an optional control

@@ -15,9 +15,17 @@ import {
   AF_NETLINK,
   check,
   closeFd,
+  EAFNOSUPPORT,
   EAGAIN,
+  EEXIST,
   EINTR,
+  EINVAL,
+  ENETUNREACH,
   ENOBUFS,
+  ENODEV,
+  ENOENT,
+  EPERM,
+  ESRCH,
   libc,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
@@ -37,14 +45,12 @@ export const NLM_F_ACK = 0x4;
 /** NLM_F_ROOT | NLM_F_MATCH: a dump of every object of the type. */
 export const NLM_F_DUMP = 0x300;
 const NLM_F_MULTI = 0x2;
-export const NLM_F_REPLACE = 0x100;
 export const NLM_F_EXCL = 0x200;
 export const NLM_F_CREATE = 0x400;
 
 export const RTM_NEWLINK = 16;
 export const RTM_DELLINK = 17;
 export const RTM_NEWADDR = 20;
-export const RTM_DELADDR = 21;
 export const RTM_NEWROUTE = 24;
 export const RTM_DELROUTE = 25;
 export const RTM_GETLINK = 18;
@@ -236,16 +242,7 @@ export function addAddress(index: number, family: 4 | 6, addr: Uint8Array, prefi
   request(
     addressMessage(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, index, family, addr, prefixLen),
     `netlink(RTM_NEWADDR ifindex ${index})`,
-    { 1: NEEDS_NET_ADMIN, 17: "address already assigned", 19: "no such interface" },
-  );
-}
-
-/** Removes an address from an interface, like `ip addr del`. */
-export function delAddress(index: number, family: 4 | 6, addr: Uint8Array, prefixLen: number): void {
-  request(
-    addressMessage(RTM_DELADDR, 0, index, family, addr, prefixLen),
-    `netlink(RTM_DELADDR ifindex ${index})`,
-    { 1: NEEDS_NET_ADMIN, 99: "address not assigned", 19: "no such interface" },
+    { [EPERM]: NEEDS_NET_ADMIN, [EEXIST]: "address already assigned", [ENODEV]: "no such interface" },
   );
 }
 
@@ -292,7 +289,10 @@ export function listAddresses(index: number): InterfaceAddr[] {
 export function delLink(index: number): void {
   const m = new MessageBuilder(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq++, IFINFOMSG_SIZE);
   m.view.setInt32(NLMSGHDR_SIZE + 4, index, true);
-  request(m, `netlink(RTM_DELLINK ifindex ${index})`, { 1: NEEDS_NET_ADMIN, 19: "no such interface" });
+  request(m, `netlink(RTM_DELLINK ifindex ${index})`, {
+    [EPERM]: NEEDS_NET_ADMIN,
+    [ENODEV]: "no such interface",
+  });
 }
 
 /** Options for {@link addRoute} and {@link delRoute}. */
@@ -342,7 +342,12 @@ export function addRoute(
   request(
     routeMessage(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, index, family, dst, prefixLen, options),
     `netlink(RTM_NEWROUTE ifindex ${index})`,
-    { 1: NEEDS_NET_ADMIN, 17: "route already exists", 19: "no such interface", 22: "invalid route" },
+    {
+      [EPERM]: NEEDS_NET_ADMIN,
+      [EEXIST]: "route already exists",
+      [ENODEV]: "no such interface",
+      [EINVAL]: "invalid route",
+    },
   );
 }
 
@@ -357,7 +362,7 @@ export function delRoute(
   request(
     routeMessage(RTM_DELROUTE, 0, index, family, dst, prefixLen, options),
     `netlink(RTM_DELROUTE ifindex ${index})`,
-    { 1: NEEDS_NET_ADMIN, 3: "no such route", 19: "no such interface" },
+    { [EPERM]: NEEDS_NET_ADMIN, [ESRCH]: "no such route", [ENODEV]: "no such interface" },
   );
 }
 
@@ -406,7 +411,7 @@ export function routeGet(family: 4 | 6, dst: Uint8Array): number {
   m.buf[NLMSGHDR_SIZE + 1] = family === 4 ? 32 : 128;
   m.attr(RTA_DST, dst);
   let oif = 0;
-  for (const r of transact(m, "netlink(RTM_GETROUTE)", { 101: "network is unreachable" })) {
+  for (const r of transact(m, "netlink(RTM_GETROUTE)", { [ENETUNREACH]: "network is unreachable" })) {
     if (r.type !== RTM_NEWROUTE) continue;
     eachAttr(r.body, RTMSG_SIZE, (type, at, len) => {
       if (type === RTA_OIF && len >= 4) oif = r.body.getUint32(at, true);
@@ -420,7 +425,7 @@ export function linkMtu(index: number): number {
   const m = new MessageBuilder(RTM_GETLINK, NLM_F_REQUEST, seq++, IFINFOMSG_SIZE);
   m.view.setInt32(NLMSGHDR_SIZE + 4, index, true);
   let mtu = 0;
-  for (const r of transact(m, `netlink(RTM_GETLINK ifindex ${index})`, { 19: "no such interface" })) {
+  for (const r of transact(m, `netlink(RTM_GETLINK ifindex ${index})`, { [ENODEV]: "no such interface" })) {
     if (r.type !== RTM_NEWLINK) continue;
     eachAttr(r.body, IFINFOMSG_SIZE, (type, at, len) => {
       if (type === IFLA_MTU && len >= 4) mtu = r.body.getUint32(at, true);
@@ -462,17 +467,17 @@ function ruleMessage(type: number, flags: number, rule: Rule): MessageBuilder {
 /** Adds a policy routing rule, like `ip rule add`. @throws SysError EEXIST when the same rule exists */
 export function addRule(rule: Rule): void {
   request(ruleMessage(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, rule), "netlink(RTM_NEWRULE)", {
-    1: NEEDS_NET_ADMIN,
-    17: "rule already exists",
-    97: `IPv${rule.family} is not supported here`,
+    [EPERM]: NEEDS_NET_ADMIN,
+    [EEXIST]: "rule already exists",
+    [EAFNOSUPPORT]: `IPv${rule.family} is not supported here`,
   });
 }
 
 /** Removes a rule added by {@link addRule}, like `ip rule del` with the same selectors. */
 export function delRule(rule: Rule): void {
   request(ruleMessage(RTM_DELRULE, 0, rule), "netlink(RTM_DELRULE)", {
-    1: NEEDS_NET_ADMIN,
-    2: "no such rule",
+    [EPERM]: NEEDS_NET_ADMIN,
+    [ENOENT]: "no such rule",
   });
 }
 

@@ -17,10 +17,17 @@ import {
   check,
   closeFd,
   cString,
+  EACCES,
   EAGAIN,
+  EBADFD,
+  EBUSY,
   EINTR,
   EINVAL,
   encodeSockAddr,
+  ENODEV,
+  ENOENT,
+  ENXIO,
+  EPERM,
   fromCString,
   IFNAMSIZ,
   IFR_UNION,
@@ -55,7 +62,6 @@ export const TUNSETOFFLOAD = 0x400454d0;
 export const TUN_F_CSUM = 0x01;
 export const TUN_F_TSO4 = 0x02;
 export const TUN_F_TSO6 = 0x04;
-export const TUN_F_TSO_ECN = 0x08;
 /** sizeof(struct virtio_net_hdr), the TUN default (TUNSETVNETHDRSZ is left alone). */
 export const VNET_HDR_SIZE = 10;
 
@@ -72,7 +78,6 @@ export const IFF_UP = 0x1;
 export const IFF_RUNNING = 0x40;
 
 const NEEDS_NET_ADMIN = "needs CAP_NET_ADMIN (run as root)";
-const EBADFD = 77;
 
 // readv/writev(2) put one packet anywhere in a buffer without a new view per call, and take only 32-bit
 // arguments (read/write's size_t would want a bigint on Deno's fast call path). TUNSETOFFLOAD takes its
@@ -120,26 +125,28 @@ function setIovec(buf: Uint8Array, off: number, len: number): boolean {
   return true;
 }
 
+const NO_TUN = "no TUN support (load the tun module / pass --device /dev/net/tun to the container)";
 const openHints: Readonly<Record<number, string>> = {
-  2: "no TUN support (load the tun module / pass --device /dev/net/tun to the container)",
-  19: "no TUN support (load the tun module / pass --device /dev/net/tun to the container)",
-  6: "no TUN support (load the tun module / pass --device /dev/net/tun to the container)",
-  1: "cannot open /dev/net/tun: " + NEEDS_NET_ADMIN,
-  13: "cannot open /dev/net/tun: " + NEEDS_NET_ADMIN,
+  [ENOENT]: NO_TUN,
+  [ENODEV]: NO_TUN,
+  [ENXIO]: NO_TUN,
+  [EPERM]: "cannot open /dev/net/tun: " + NEEDS_NET_ADMIN,
+  [EACCES]: "cannot open /dev/net/tun: " + NEEDS_NET_ADMIN,
 };
 
 const setIffHints: Readonly<Record<number, string>> = {
-  1: NEEDS_NET_ADMIN,
-  13: NEEDS_NET_ADMIN,
-  16: "interface name in use",
-  22: "invalid interface name, or the name belongs to an interface that is not a TUN device of this kind",
+  [EPERM]: NEEDS_NET_ADMIN,
+  [EACCES]: NEEDS_NET_ADMIN,
+  [EBUSY]: "interface name in use",
+  [EINVAL]:
+    "invalid interface name, or the name belongs to an interface that is not a TUN device of this kind",
 };
 
 const ifHints: Readonly<Record<number, string>> = {
-  1: NEEDS_NET_ADMIN,
-  13: NEEDS_NET_ADMIN,
-  19: "no such interface",
-  22: "invalid value for this interface",
+  [EPERM]: NEEDS_NET_ADMIN,
+  [EACCES]: NEEDS_NET_ADMIN,
+  [ENODEV]: "no such interface",
+  [EINVAL]: "invalid value for this interface",
 };
 
 /** Options for {@link openTun}. */
@@ -183,34 +190,12 @@ export class Tun {
   }
 
   /**
-   * Reads one packet into `buf` (give it {@link MAX_PACKET} bytes). Allocates nothing.
-   * @returns the packet length, or 0 when no packet is waiting
-   * @throws SysError for anything but "nothing to read" (EAGAIN, EINTR)
-   */
-  read(buf: Uint8Array): number {
-    const n = libc.symbols.read(this.#fd, buf, buf.length);
-    if (n >= 0) return n;
-    const e = errno();
-    if (e === EAGAIN || e === EINTR) return 0;
-    throw new SysError(`read(TUN ${this.name})`, e, e === EBADFD ? "the interface was deleted" : undefined);
-  }
-
-  /**
-   * Writes one packet, the first `len` bytes of `buf`. Allocates nothing and never throws: a packet the
-   * kernel refuses (queue full, interface down, malformed) is simply dropped, as a network would.
-   * @returns `len` when written, or the negated errno (-EAGAIN, -EIO, -EINVAL…) when dropped
-   */
-  write(buf: Uint8Array, len: number): number {
-    const n = libc.symbols.write(this.#fd, buf, len);
-    return n >= 0 ? n : -errno();
-  }
-
-  /**
    * Reads one packet (with its vnet header, if any) into `buf[off..off+len)` with readv(2). Allocates nothing.
    * `buf` must be pinned (see the address cache above). With offloads give it 65,535 + 10 bytes: a TSO
    * super-packet fills them.
    * @returns the length read, or 0 when no packet is waiting
-   * @throws SysError as {@link read}, and RangeError when the range is not inside `buf`
+   * @throws SysError for anything but "nothing to read" (EAGAIN, EINTR), and RangeError when the range is
+   * not inside `buf`
    */
   readAt(buf: Uint8Array, off: number, len: number): number {
     if (!setIovec(buf, off, len)) {
@@ -225,7 +210,8 @@ export class Tun {
 
   /**
    * Writes `buf[off..off+len)` as one packet (vnet header first, if any) with writev(2), without a view or a
-   * BigInt per call. `buf` must be pinned. Never throws, like {@link write}.
+   * BigInt per call. `buf` must be pinned. Allocates nothing and never throws: a packet the kernel refuses
+   * (queue full, interface down, malformed) is simply dropped, as a network would.
    * @returns `len` when written, or the negated errno when dropped (-EINVAL also for a range outside `buf`)
    */
   writeAt(buf: Uint8Array, off: number, len: number): number {
@@ -279,12 +265,6 @@ function controlSocket(): number {
     ctlFd = check(libc.symbols.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket(AF_INET, control)");
   }
   return ctlFd;
-}
-
-/** Closes the shared control socket (tests use this to check for fd leaks; it reopens on demand). */
-export function closeControlSocket(): void {
-  closeFd(ctlFd);
-  ctlFd = -1;
 }
 
 function ifIoctl(name: string, request: number, what: string, req: Uint8Array): void {

@@ -29,7 +29,9 @@ import {
   CMSG_TYPE_AT,
   cmsgLen,
   cmsgSpace,
+  EACCES,
   EADDRINUSE,
+  EADDRNOTAVAIL,
   EAFNOSUPPORT,
   EAGAIN,
   ECONNREFUSED,
@@ -40,6 +42,7 @@ import {
   encodeMmsghdr,
   ENOPROTOOPT,
   EOPNOTSUPP,
+  EPERM,
   findCmsg,
   IOVEC_SIZE,
   IPPROTO_IPV6,
@@ -85,12 +88,12 @@ const BIND_RETRIES = 32;
 const NAME_STRIDE = 32;
 
 const bindHints = (port: number): Readonly<Record<number, string>> => ({
-  98: `UDP port ${port} is already in use (choose another listen port)`,
-  13: `UDP port ${port} needs CAP_NET_BIND_SERVICE (run as root or use a port above 1023)`,
-  99: "address not available",
+  [EADDRINUSE]: `UDP port ${port} is already in use (choose another listen port)`,
+  [EACCES]: `UDP port ${port} needs CAP_NET_BIND_SERVICE (run as root or use a port above 1023)`,
+  [EADDRNOTAVAIL]: "address not available",
 });
 const markHints: Readonly<Record<number, string>> = {
-  1: "setting a fwmark needs CAP_NET_ADMIN (run as root)",
+  [EPERM]: "setting a fwmark needs CAP_NET_ADMIN (run as root)",
 };
 
 /**
@@ -145,7 +148,7 @@ export class UdpSocket {
     const fd = check(
       libc.symbols.socket(af, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0),
       `socket(AF_INET${family === 6 ? "6" : ""}, SOCK_DGRAM)`,
-      { 97: `IPv${family} is not available on this host` },
+      { [EAFNOSUPPORT]: `IPv${family} is not available on this host` },
     );
     const sock = new UdpSocket(fd, family);
     try {
@@ -335,20 +338,6 @@ export class UdpBind {
     return family === 4 ? this.v4 : this.v6;
   }
 
-  /**
-   * Moves to another port: binds the new pair first, and only then closes this one, so a failure leaves the
-   * current sockets working. Returns `this` when the port does not change. The offloads stay as they were.
-   */
-  rebind(port: number, fwmark = 0): UdpBind {
-    if (port === this.port && port !== 0) {
-      this.setMark(fwmark);
-      return this;
-    }
-    const next = UdpBind.open(port, fwmark, this.offloads);
-    this.close();
-    return next;
-  }
-
   /** Closes both sockets. Idempotent. */
   close(): void {
     this.v4?.close();
@@ -413,6 +402,52 @@ function refusesGsoForGood(e: number): boolean {
 }
 
 /**
+ * The C structures one sendmmsg or recvmmsg call takes, in pinned memory, laid out once: per message an
+ * mmsghdr with one iovec of its own and, if asked for, its own sockaddr slot ({@link NAME_STRIDE} bytes,
+ * msg_namelen `nameLen`) and control block (`control` bytes, msg_controllen left 0). What changes per call
+ * (iovec bases and lengths, msg_namelen, msg_controllen, the cmsg data) the batches write in place.
+ */
+class MsgArrays {
+  readonly headers: Uint8Array;
+  readonly headerView: DataView;
+  readonly iovecs: Uint8Array;
+  readonly iovecView: DataView;
+  /** Empty when the messages carry no addresses of their own. */
+  readonly names: Uint8Array;
+  /** Empty when the messages carry no control blocks. */
+  readonly control: Uint8Array;
+  readonly controlView: DataView;
+  /** `headers` from entry i on, for a call that resumes mid-array: views made once, not per call. */
+  readonly from: readonly Uint8Array[];
+
+  constructor(count: number, options: { names: boolean; nameLen?: number; control: number }) {
+    this.headers = pinned(count * MMSGHDR_SIZE);
+    this.iovecs = pinned(count * IOVEC_SIZE);
+    this.names = options.names ? pinned(count * NAME_STRIDE) : new Uint8Array(0);
+    this.control = options.control > 0 ? pinned(count * options.control) : new Uint8Array(0);
+    this.headerView = viewOf(this.headers);
+    this.iovecView = viewOf(this.iovecs);
+    this.controlView = viewOf(this.control);
+    const iovAt = addressOf(this.iovecs);
+    const namesAt = options.names ? addressOf(this.names) : 0n;
+    const controlAt = options.control > 0 ? addressOf(this.control) : 0n;
+    const from: Uint8Array[] = [];
+    for (let m = 0; m < count; m++) {
+      from.push(this.headers.subarray(m * MMSGHDR_SIZE));
+      encodeMmsghdr(
+        this.headerView,
+        m * MMSGHDR_SIZE,
+        options.names ? namesAt + BigInt(m * NAME_STRIDE) : 0n,
+        options.nameLen ?? 0,
+        iovAt + BigInt(m * IOVEC_SIZE),
+        options.control > 0 ? controlAt + BigInt(m * options.control) : 0n,
+      );
+    }
+    this.from = from;
+  }
+}
+
+/**
  * Datagrams to send, laid out back to back in one pinned buffer and grouped into GSO messages: consecutive
  * datagrams to the same destination with the same length (the last of a group may be shorter) go out as one
  * sendmsg with a UDP_SEGMENT cmsg (udp(7)), and the kernel cuts them apart again. All messages go out with
@@ -444,22 +479,10 @@ export class GsoSendBatch {
   readonly #segments: Int32Array;
   readonly #family: Uint8Array;
   readonly #closed: Uint8Array;
-  // Pinned C structures: per message a sockaddr, an iovec, an mmsghdr and a UDP_SEGMENT cmsg; and a ring of
-  // single-datagram mmsghdrs and iovecs for sending a message one datagram at a time.
-  readonly #names: Uint8Array;
-  readonly #iovecs: Uint8Array;
-  readonly #headers: Uint8Array;
-  readonly #control: Uint8Array;
-  readonly #splitIovecs: Uint8Array;
-  readonly #splitHeaders: Uint8Array;
-  readonly #iovecView: DataView;
-  readonly #headerView: DataView;
-  readonly #controlView: DataView;
-  readonly #splitIovecView: DataView;
-  readonly #splitHeaderView: DataView;
-  /** `headers` from message i on, and `splitHeaders` from entry i on: views made once, not per send. */
-  readonly #headersFrom: readonly Uint8Array[];
-  readonly #splitFrom: readonly Uint8Array[];
+  /** Per message a sockaddr, an iovec, an mmsghdr and a UDP_SEGMENT cmsg. */
+  readonly #msgs: MsgArrays;
+  /** Single-datagram mmsghdrs for sending messages one datagram at a time (addresses point into #msgs). */
+  readonly #split: MsgArrays;
   // Addresses of `data` and `names` as 32-bit halves, to write pointers without BigInt (setPointer).
   readonly #dataLo: number;
   readonly #dataHi: number;
@@ -490,47 +513,18 @@ export class GsoSendBatch {
     this.#segments = new Int32Array(messages);
     this.#family = new Uint8Array(messages);
     this.#closed = new Uint8Array(messages);
-    this.#names = pinned(messages * NAME_STRIDE);
-    this.#iovecs = pinned(messages * IOVEC_SIZE);
-    this.#headers = pinned(messages * MMSGHDR_SIZE);
-    this.#control = pinned(messages * GSO_CONTROL);
-    this.#splitIovecs = pinned(SPLIT_BATCH * IOVEC_SIZE);
-    this.#splitHeaders = pinned(SPLIT_BATCH * MMSGHDR_SIZE);
-    this.#iovecView = viewOf(this.#iovecs);
-    this.#headerView = viewOf(this.#headers);
-    this.#controlView = viewOf(this.#control);
-    this.#splitIovecView = viewOf(this.#splitIovecs);
-    this.#splitHeaderView = viewOf(this.#splitHeaders);
+    this.#msgs = new MsgArrays(messages, { names: true, control: GSO_CONTROL });
+    this.#split = new MsgArrays(SPLIT_BATCH, { names: false, control: 0 });
     ({ lo: this.#dataLo, hi: this.#dataHi } = addressHalves(addressOf(this.data)));
-    const namesAt = addressOf(this.#names);
-    ({ lo: this.#namesLo, hi: this.#namesHi } = addressHalves(namesAt));
-    const iovAt = addressOf(this.#iovecs);
-    const controlAt = addressOf(this.#control);
-    const headersFrom: Uint8Array[] = [];
+    ({ lo: this.#namesLo, hi: this.#namesHi } = addressHalves(addressOf(this.#msgs.names)));
+    const control = this.#msgs.controlView;
     for (let m = 0; m < messages; m++) {
-      headersFrom.push(this.#headers.subarray(m * MMSGHDR_SIZE));
-      encodeMmsghdr(
-        this.#headerView,
-        m * MMSGHDR_SIZE,
-        namesAt + BigInt(m * NAME_STRIDE),
-        0,
-        iovAt + BigInt(m * IOVEC_SIZE),
-        controlAt + BigInt(m * GSO_CONTROL),
-      );
       // The cmsg header never changes; its u16 and msg_controllen are set per send. The kernel's
       // udp_cmsg_send() wants cmsg_len to be exactly CMSG_LEN(sizeof(__u16)) = 18.
-      setSize(this.#controlView, m * GSO_CONTROL + CMSG_LEN_AT, cmsgLen(2));
-      this.#controlView.setInt32(m * GSO_CONTROL + CMSG_LEVEL_AT, SOL_UDP, true);
-      this.#controlView.setInt32(m * GSO_CONTROL + CMSG_TYPE_AT, UDP_SEGMENT, true);
+      setSize(control, m * GSO_CONTROL + CMSG_LEN_AT, cmsgLen(2));
+      control.setInt32(m * GSO_CONTROL + CMSG_LEVEL_AT, SOL_UDP, true);
+      control.setInt32(m * GSO_CONTROL + CMSG_TYPE_AT, UDP_SEGMENT, true);
     }
-    this.#headersFrom = headersFrom;
-    const splitIovAt = addressOf(this.#splitIovecs);
-    const splitFrom: Uint8Array[] = [];
-    for (let j = 0; j < SPLIT_BATCH; j++) {
-      splitFrom.push(this.#splitHeaders.subarray(j * MMSGHDR_SIZE));
-      encodeMmsghdr(this.#splitHeaderView, j * MMSGHDR_SIZE, 0n, 0, splitIovAt + BigInt(j * IOVEC_SIZE));
-    }
-    this.#splitFrom = splitFrom;
   }
 
   /** Where the next datagram must be written in `data`. */
@@ -579,8 +573,8 @@ export class GsoSendBatch {
     } else {
       const n = this.#messages;
       if (n >= this.maxMessages) throw new RangeError("GsoSendBatch: no free message slot");
-      const nameLen = putSockAddr(this.#names, n * NAME_STRIDE, family, addr, port);
-      this.#headerView.setUint32(n * MMSGHDR_SIZE + MSG_NAMELEN, nameLen, true);
+      const nameLen = putSockAddr(this.#msgs.names, n * NAME_STRIDE, family, addr, port);
+      this.#msgs.headerView.setUint32(n * MMSGHDR_SIZE + MSG_NAMELEN, nameLen, true);
       this.#start[n] = cursor;
       this.#total[n] = len;
       this.#segment[n] = len;
@@ -635,7 +629,7 @@ export class GsoSendBatch {
   /** Whether message m goes to family/addr/port (compared with the sockaddr it was given). */
   #sameDestination(m: number, family: 4 | 6, addr: Uint8Array, port: number): boolean {
     if (this.#family[m] !== family) return false;
-    const names = this.#names;
+    const names = this.#msgs.names;
     const at = m * NAME_STRIDE;
     if (names[at + 2] !== port >> 8 || names[at + 3] !== (port & 0xff)) return false;
     const a = at + (family === 4 ? 4 : 8);
@@ -647,13 +641,13 @@ export class GsoSendBatch {
   #sendRun(socket: UdpSocket, start: number, end: number): number {
     this.#stalled = false;
     if (!socket.gso) return this.#sendSplit(socket, start, end);
-    const iov = this.#iovecView;
-    const hdr = this.#headerView;
+    const iov = this.#msgs.iovecView;
+    const hdr = this.#msgs.headerView;
     for (let m = start; m < end; m++) {
       setPointer(iov, m * IOVEC_SIZE, this.#dataLo, this.#dataHi, this.#start[m]!);
       setSize(iov, m * IOVEC_SIZE + 8, this.#total[m]!);
       if (this.#segments[m]! > 1) {
-        this.#controlView.setUint16(m * GSO_CONTROL + CMSG_HDR_SIZE, this.#segment[m]!, true);
+        this.#msgs.controlView.setUint16(m * GSO_CONTROL + CMSG_HDR_SIZE, this.#segment[m]!, true);
         setSize(hdr, m * MMSGHDR_SIZE + MSG_CONTROLLEN, GSO_CONTROL);
       } else {
         setSize(hdr, m * MMSGHDR_SIZE + MSG_CONTROLLEN, 0); // one datagram: no GSO needed
@@ -663,7 +657,7 @@ export class GsoSendBatch {
     let at = start;
     // Each round sends at least one message or deals with one refused message, so it ends within end-start.
     while (at < end) {
-      const r = this.sendmmsg(socket.fd, this.#headersFrom[at]!, end - at);
+      const r = this.sendmmsg(socket.fd, this.#msgs.from[at]!, end - at);
       if (r > 0) {
         for (let m = at; m < at + r; m++) sent += this.#segments[m]!;
         at += r;
@@ -686,8 +680,8 @@ export class GsoSendBatch {
 
   /** Sends messages start..end-1 one datagram per mmsghdr; returns the datagrams sent. Sets #stalled on EAGAIN. */
   #sendSplit(socket: UdpSocket, start: number, end: number): number {
-    const iov = this.#splitIovecView;
-    const hdr = this.#splitHeaderView;
+    const iov = this.#split.iovecView;
+    const hdr = this.#split.headerView;
     let sent = 0;
     let m = start;
     let segment = 0; // index of the next datagram inside message m
@@ -704,7 +698,7 @@ export class GsoSendBatch {
         setPointer(hdr, h + MSG_NAME, this.#namesLo, this.#namesHi, m * NAME_STRIDE);
         hdr.setUint32(
           h + MSG_NAMELEN,
-          this.#headerView.getUint32(m * MMSGHDR_SIZE + MSG_NAMELEN, true),
+          this.#msgs.headerView.getUint32(m * MMSGHDR_SIZE + MSG_NAMELEN, true),
           true,
         );
         count++;
@@ -715,7 +709,7 @@ export class GsoSendBatch {
       }
       let at = 0;
       while (at < count) {
-        const r = this.sendmmsg(socket.fd, this.#splitFrom[at]!, count - at);
+        const r = this.sendmmsg(socket.fd, this.#split.from[at]!, count - at);
         if (r > 0) {
           sent += r;
           at += r;
@@ -747,12 +741,8 @@ export class GroRecvBatch {
   readonly maxMessages: number;
   /** Bytes per message slot: 65536 holds any UDP payload, coalesced or not. */
   readonly slot: number;
-  readonly #names: Uint8Array;
-  readonly #iovecs: Uint8Array;
-  readonly #headers: Uint8Array;
-  readonly #control: Uint8Array;
-  readonly #headerView: DataView;
-  readonly #controlView: DataView;
+  /** Per message a sockaddr slot, an iovec over its data slot, an mmsghdr and room for control messages. */
+  readonly #msgs: MsgArrays;
   // Per datagram: offset, length, the message it came in, whether it was cut.
   readonly #offset: Int32Array;
   readonly #length: Int32Array;
@@ -776,33 +766,17 @@ export class GroRecvBatch {
     this.maxMessages = messages;
     this.slot = slot;
     this.data = pinned(messages * slot);
-    this.#names = pinned(messages * NAME_STRIDE);
-    this.#iovecs = pinned(messages * IOVEC_SIZE);
-    this.#headers = pinned(messages * MMSGHDR_SIZE);
-    this.#control = pinned(messages * GRO_CONTROL);
-    this.#headerView = viewOf(this.#headers);
-    this.#controlView = viewOf(this.#control);
-    const iovecView = viewOf(this.#iovecs);
+    this.#msgs = new MsgArrays(messages, { names: true, nameLen: NAME_STRIDE, control: GRO_CONTROL });
+    const names = this.#msgs.names;
     const dataAt = addressOf(this.data);
-    const namesAt = addressOf(this.#names);
-    const iovAt = addressOf(this.#iovecs);
-    const controlAt = addressOf(this.#control);
     const a4: Uint8Array[] = [];
     const a6: Uint8Array[] = [];
     for (let m = 0; m < messages; m++) {
-      iovecView.setBigUint64(m * IOVEC_SIZE, dataAt + BigInt(m * slot), true);
-      setSize(iovecView, m * IOVEC_SIZE + 8, slot);
-      encodeMmsghdr(
-        this.#headerView,
-        m * MMSGHDR_SIZE,
-        namesAt + BigInt(m * NAME_STRIDE),
-        NAME_STRIDE,
-        iovAt + BigInt(m * IOVEC_SIZE),
-        controlAt + BigInt(m * GRO_CONTROL),
-      );
-      setSize(this.#headerView, m * MMSGHDR_SIZE + MSG_CONTROLLEN, GRO_CONTROL);
-      a4.push(this.#names.subarray(m * NAME_STRIDE + 4, m * NAME_STRIDE + 8));
-      a6.push(this.#names.subarray(m * NAME_STRIDE + 8, m * NAME_STRIDE + 24));
+      this.#msgs.iovecView.setBigUint64(m * IOVEC_SIZE, dataAt + BigInt(m * slot), true);
+      setSize(this.#msgs.iovecView, m * IOVEC_SIZE + 8, slot);
+      setSize(this.#msgs.headerView, m * MMSGHDR_SIZE + MSG_CONTROLLEN, GRO_CONTROL);
+      a4.push(names.subarray(m * NAME_STRIDE + 4, m * NAME_STRIDE + 8));
+      a6.push(names.subarray(m * NAME_STRIDE + 8, m * NAME_STRIDE + 24));
     }
     this.#addr4 = a4;
     this.#addr6 = a6;
@@ -821,13 +795,19 @@ export class GroRecvBatch {
   recv(socket: UdpSocket): number {
     // recvmsg(2): the kernel overwrites msg_namelen and msg_controllen with the sizes it used; restore them for
     // the messages it filled last time.
-    const hdr = this.#headerView;
+    const hdr = this.#msgs.headerView;
     for (let m = 0; m < this.#used; m++) {
       hdr.setUint32(m * MMSGHDR_SIZE + MSG_NAMELEN, NAME_STRIDE, true);
       setSize(hdr, m * MMSGHDR_SIZE + MSG_CONTROLLEN, GRO_CONTROL);
     }
     this.#used = 0;
-    const n = libc.symbols.recvmmsg(socket.fd, this.#headers, this.maxMessages, MSG_DONTWAIT, NULL_ADDRESS);
+    const n = libc.symbols.recvmmsg(
+      socket.fd,
+      this.#msgs.headers,
+      this.maxMessages,
+      MSG_DONTWAIT,
+      NULL_ADDRESS,
+    );
     if (n < 0) {
       const e = errno();
       if (e === EAGAIN || e === EINTR || e === ECONNREFUSED) return 0;
@@ -843,13 +823,13 @@ export class GroRecvBatch {
       const base = m * this.slot;
       // udp_cmsg_recv() (include/net/udp.h) adds SOL_UDP/UDP_GRO with the int gso_size to coalesced skbs.
       const at = findCmsg(
-        this.#controlView,
+        this.#msgs.controlView,
         m * GRO_CONTROL,
         hdr.getUint32(h + MSG_CONTROLLEN, true),
         SOL_UDP,
         UDP_GRO,
       );
-      const size = at < 0 ? 0 : this.#controlView.getInt32(at, true);
+      const size = at < 0 ? 0 : this.#msgs.controlView.getInt32(at, true);
       if (size <= 0 || len <= size) {
         this.#put(d++, base, len, m, cut);
         continue;
@@ -893,14 +873,14 @@ export class GroRecvBatch {
   /** Source family of datagram `i`: 4 or 6 (0 if neither). */
   family(i: number): 0 | 4 | 6 {
     const at = this.#message[i]! * NAME_STRIDE;
-    const af = this.#names[at]! | (this.#names[at + 1]! << 8);
+    const af = this.#msgs.names[at]! | (this.#msgs.names[at + 1]! << 8);
     return af === AF_INET ? 4 : af === AF_INET6 ? 6 : 0;
   }
 
   /** Source port of datagram `i`. */
   port(i: number): number {
     const at = this.#message[i]! * NAME_STRIDE;
-    return (this.#names[at + 2]! << 8) | this.#names[at + 3]!;
+    return (this.#msgs.names[at + 2]! << 8) | this.#msgs.names[at + 3]!;
   }
 
   /** Source address bytes of datagram `i` (4 or 16), a view the next receive overwrites. */

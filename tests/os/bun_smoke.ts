@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import process from "node:process";
-import { nonblockingCalls, runtimeName } from "../../ffi/runtime.ts";
+import { nonblockingCalls, pinned, runtimeName } from "../../ffi/runtime.ts";
 import { SysError } from "../../ffi/libc.ts";
 import { getMtu, isUp, openTun, setMtu, setUp } from "../../ffi/tun.ts";
 import { GroRecvBatch, GsoSendBatch, UdpBind, type UdpSocket } from "../../ffi/udp.ts";
@@ -20,7 +20,7 @@ if (process.getuid?.() === 0) {
     setUp(tun.name, true);
     assert.equal(getMtu(tun.name), 1380);
     assert.equal(isUp(tun.name), true);
-    assert.equal(tun.read(new Uint8Array(2048)) >= 0, true);
+    assert.equal(tun.readAt(pinned(2048), 0, 2048) >= 0, true);
     assert.throws(() => openTun(tun.name), (e: unknown) => e instanceof SysError && e.code === "EBUSY");
     console.log(`tun ${tun.name}: mtu, up, read, EBUSY ok`);
   } finally {

@@ -12,7 +12,8 @@ import {
   setMtu,
   setUp,
 } from "../../ffi/tun.ts";
-import { EBUSY, SysError } from "../../ffi/libc.ts";
+import { EBUSY, EIO, SysError } from "../../ffi/libc.ts";
+import { pinned } from "../../ffi/runtime.ts";
 import { UdpSocket } from "../../ffi/udp.ts";
 import { POLLIN, PollSet } from "../../ffi/poll.ts";
 import { addresses, ip, ipQuiet, isRoot, linkInfo, udp4Packet, udp6Packet, uniqueName } from "./_helpers.ts";
@@ -97,7 +98,9 @@ function readMatching(
   const end = Date.now() + 3000;
   while (Date.now() < end) {
     set.poll(100);
-    for (let n = tun.read(buf); n > 0; n = tun.read(buf)) if (match(n)) return n;
+    for (let n = tun.readAt(buf, 0, buf.length); n > 0; n = tun.readAt(buf, 0, buf.length)) {
+      if (match(n)) return n;
+    }
   }
   return 0;
 }
@@ -120,7 +123,13 @@ Deno.test({ name: "UDP packets cross the TUN both ways, IPv4 and IPv6, up to 65,
     setUp(tun.name, true);
     s4 = UdpSocket.bind(4, 0);
     s6 = UdpSocket.bind(6, 0);
-    const buf = new Uint8Array(MAX_PACKET);
+    const buf = pinned(MAX_PACKET);
+    // readAt/writeAt take buffers that do not move (see ffi/runtime.ts): packets are written from here.
+    const out = pinned(MAX_PACKET);
+    const write = (pkt: Uint8Array) => {
+      out.set(pkt);
+      return tun.writeAt(out, 0, pkt.length);
+    };
     for (const size of [100, 60000]) {
       const payload = new Uint8Array(size).map((_, i) => (i * 7) & 0xff);
       // Host → TUN: the kernel routes our datagram into the interface; we read the IP packet.
@@ -144,7 +153,7 @@ Deno.test({ name: "UDP packets cross the TUN both ways, IPv4 and IPv6, up to 65,
         set.add(s.fd, POLLIN);
         let got = -1;
         for (let i = 0; i < 50 && got < 0; i++) {
-          if (i % 5 === 0) assert.equal(tun.write(reply, reply.length), reply.length);
+          if (i % 5 === 0) assert.equal(write(reply), reply.length);
           set.poll(20);
           got = s.recvFrom(buf);
         }
@@ -156,7 +165,7 @@ Deno.test({ name: "UDP packets cross the TUN both ways, IPv4 and IPv6, up to 65,
     // A packet the kernel refuses (the interface is down) is reported as a negated errno, not thrown.
     setUp(tun.name, false);
     const valid = udp4Packet(peer4, 9999, local4, 9, new Uint8Array(4));
-    assert.equal(tun.write(valid, valid.length), -5 /* EIO */);
+    assert.equal(write(valid), -EIO);
   } finally {
     s4?.close();
     s6?.close();
@@ -229,11 +238,11 @@ Deno.test(
       ip("netns", "add", ns);
       ip("link", "set", tun.name, "netns", ns);
       assert.equal(linkInfo(tun.name), null);
-      const buf = new Uint8Array(MAX_PACKET);
-      assert.equal(tun.read(buf), 0);
+      const buf = pinned(MAX_PACKET);
+      assert.equal(tun.readAt(buf, 0, buf.length), 0);
       ip("-n", ns, "link", "del", tun.name);
       assert.throws(
-        () => tun.read(buf),
+        () => tun.readAt(buf, 0, buf.length),
         (e: unknown) => e instanceof SysError && /interface was deleted/.test(e.message),
       );
     } finally {
