@@ -45,7 +45,7 @@ export interface UpState {
   dns: string | null;
 }
 
-export function statePath(ifname: string): string {
+function statePath(ifname: string): string {
   return `${STATE_DIR}/${ifname}.json`;
 }
 

@@ -40,7 +40,7 @@ let bytesKey: ArrayBufferLike | null = null;
 let bytesView: Uint8Array<ArrayBufferLike> = new Uint8Array(0);
 
 /** A Uint8Array over the whole of `ab`, cached. */
-export function bytesOf(ab: ArrayBufferLike): Uint8Array<ArrayBufferLike> {
+function bytesOf(ab: ArrayBufferLike): Uint8Array<ArrayBufferLike> {
   if (ab !== bytesKey) {
     bytesKey = ab;
     bytesView = new Uint8Array(ab);

@@ -63,14 +63,14 @@ function le16(buf: Uint8Array, off: number): number {
   return buf[off]! | (buf[off + 1]! << 8);
 }
 
-// ---- TCP fields both offload directions touch ----------------------------------------------------------
+// ---- TCP fields the offloads touch (lib/gro.ts too) -------------------------------------------------------
 
 export const IPPROTO_TCP = 6;
 /** TCP flags (RFC 9293 section 3.1). */
-export const TCP_FIN = 0x01;
+const TCP_FIN = 0x01;
 export const TCP_PSH = 0x08;
 export const TCP_ACK = 0x10;
-export const TCP_CWR = 0x80;
+const TCP_CWR = 0x80;
 /** Offset of the checksum inside the TCP header: the csum_offset of every TCP super-packet. */
 export const TCP_CHECK = 16;
 /** The largest IP packet (IPv4 total length, and the limit kept for IPv6 too). */
