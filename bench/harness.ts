@@ -48,6 +48,10 @@ Options:
   --only LIST       comma-separated rows or groups: startup, veth, wireguard-go, typetun, mixed,
                     typetun→wireguard-go, wireguard-go→typetun (ASCII -> works too), typetun(native)…
   --bin PATH        the typetun to run (e.g. dist/typetun); default: deno run -A main.ts
+  --baseline PATH   another typetun binary (e.g. a build of an older commit): adds the row
+                    typetun(baseline), interleaved with the others, for before/after in one run
+  --wireguard-go PATH  the reference peer; default: ../shared/tools/wireguard-go/wireguard-go (the
+                    current release) when it is there, else wireguard-go on PATH
   --crypto LIST     run the typetun rows once per AEAD backend, passing TYPETUN_CRYPTO=<name> to the
                     daemon: --crypto noble,native gives rows typetun(noble) and typetun(native)
   --env K=V         extra environment for the typetun daemons (repeatable)
@@ -65,6 +69,10 @@ interface Options {
   only: string[] | null;
   typetun: string[];
   crypto: (string | null)[];
+  /** A second typetun command for before/after rows, or null. */
+  baseline: string[] | null;
+  /** The wireguard-go to run. */
+  wireguardGo: string;
   env: Record<string, string>;
   write: boolean;
 }
@@ -80,6 +88,8 @@ function parseOptions(argv: string[]): Options | null {
       only: { type: "string" },
       bin: { type: "string" },
       crypto: { type: "string" },
+      baseline: { type: "string" },
+      "wireguard-go": { type: "string" },
       env: { type: "string", multiple: true, default: [] },
       "no-write": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -114,6 +124,18 @@ function parseOptions(argv: string[]): Options | null {
   } else {
     typetun[0] = process.execPath; // the Deno running this harness, which need not be on PATH
   }
+  const file = (flag: string, v: string) => {
+    const path = resolve(v);
+    if (!existsSync(path)) throw new UsageError(`--${flag} ${v}: no such file`);
+    return path;
+  };
+  const baseline = values.baseline === undefined ? null : [file("baseline", values.baseline)];
+  const currentGo = resolve(ROOT, "../shared/tools/wireguard-go/wireguard-go");
+  const wireguardGo = values["wireguard-go"] !== undefined
+    ? file("wireguard-go", values["wireguard-go"])
+    : existsSync(currentGo)
+    ? currentGo
+    : "wireguard-go";
   const list = (v: string | undefined) => v?.split(",").map((s) => s.trim()).filter(Boolean);
   const crypto = list(values.crypto);
   for (const c of crypto ?? []) {
@@ -127,6 +149,8 @@ function parseOptions(argv: string[]): Options | null {
     only: list(values.only)?.map((s) => s.replaceAll("->", "→")) ?? null,
     typetun,
     crypto: crypto?.length ? crypto : [null],
+    baseline,
+    wireguardGo,
     env,
     write: !values["no-write"],
   };
@@ -135,7 +159,8 @@ function parseOptions(argv: string[]): Options | null {
 // ---------------------------------------------------------------------------------------------------------
 // Pairs
 
-type Impl = { kind: "typetun"; crypto: string | null } | { kind: "wireguard-go" };
+/** A typetun row runs opts.typetun, or opts.baseline when `baseline` is set. */
+type Impl = { kind: "typetun"; crypto: string | null; baseline?: boolean } | { kind: "wireguard-go" };
 
 interface Pair {
   name: string;
@@ -146,10 +171,11 @@ interface Pair {
 }
 
 function implName(i: Impl): string {
+  if (i.kind === "typetun" && i.baseline) return "typetun(baseline)";
   return i.kind === "typetun" && i.crypto ? `typetun(${i.crypto})` : i.kind;
 }
 
-function allPairs(crypto: (string | null)[]): Pair[] {
+function allPairs(crypto: (string | null)[], baseline: boolean): Pair[] {
   const go: Impl = { kind: "wireguard-go" };
   const tts: Impl[] = crypto.map((c) => ({ kind: "typetun", crypto: c }));
   const pairs: Pair[] = [
@@ -157,6 +183,10 @@ function allPairs(crypto: (string | null)[]): Pair[] {
     { name: "wireguard-go", groups: ["wireguard-go"], a: go, b: go },
   ];
   for (const t of tts) pairs.push({ name: implName(t), groups: ["typetun"], a: t, b: t });
+  if (baseline) {
+    const b: Impl = { kind: "typetun", crypto: null, baseline: true };
+    pairs.push({ name: implName(b), groups: ["typetun"], a: b, b: b });
+  }
   for (const t of tts) {
     pairs.push({ name: `${implName(t)}→wireguard-go`, groups: ["mixed"], a: t, b: go });
     pairs.push({ name: `wireguard-go→${implName(t)}`, groups: ["mixed"], a: go, b: t });
@@ -326,10 +356,15 @@ interface PairRun {
   errors: string[];
 }
 
-function needs(pair: Pair): string | null {
+/** Whether the wireguard-go to run is there (a path, or a name on PATH). */
+function haveGo(opts: Options): boolean {
+  return opts.wireguardGo.includes("/") ? existsSync(opts.wireguardGo) : have(opts.wireguardGo);
+}
+
+function needs(pair: Pair, opts: Options): string | null {
   const impls = [pair.a, pair.b].filter((i): i is Impl => i !== null);
   if (impls.length && !have("wg")) return "wg not installed (wireguard-tools configures the daemons)";
-  if (impls.some((i) => i.kind === "wireguard-go") && !have("wireguard-go")) {
+  if (impls.some((i) => i.kind === "wireguard-go") && !haveGo(opts)) {
     return "wireguard-go not installed";
   }
   return null;
@@ -337,7 +372,11 @@ function needs(pair: Pair): string | null {
 
 async function startDaemon(lab: Lab, ns: string, impl: Impl, opts: Options): Promise<Side> {
   const ifname = `bw${tag()}`;
-  const [cmd, ...args] = impl.kind === "typetun" ? opts.typetun : ["wireguard-go"];
+  const [cmd, ...args] = impl.kind === "wireguard-go"
+    ? [opts.wireguardGo]
+    : impl.baseline && opts.baseline
+    ? opts.baseline
+    : opts.typetun;
   const env: Record<string, string> = { ...process.env as Record<string, string> };
   if (impl.kind === "typetun") {
     Object.assign(env, { LOG_LEVEL: "info" }, opts.env);
@@ -546,7 +585,7 @@ async function startupOf(label: string, cmd: string[], opts: Options, withGenkey
       const ns = lab.ns(`tbS${tag()}`);
       const times: number[] = [];
       for (let i = 0; i < 5; i++) {
-        const impl: Impl = cmd[0] === "wireguard-go"
+        const impl: Impl = cmd[0] === opts.wireguardGo
           ? { kind: "wireguard-go" }
           : { kind: "typetun", crypto: null };
         const side = await startDaemon(lab, ns, impl, { ...opts, typetun: cmd });
@@ -576,7 +615,7 @@ async function measureStartup(opts: Options): Promise<Startup[]> {
   if (existsSync(bun)) cmds.push(["bun main.ts", [bun, resolve(ROOT, "main.ts")], true]);
   const compiled = opts.typetun.length === 1 ? opts.typetun[0]! : resolve(ROOT, "dist/typetun");
   if (existsSync(compiled)) cmds.push([compiled.replace(ROOT + "/", ""), [compiled], true]);
-  if (have("wireguard-go")) cmds.push(["wireguard-go", ["wireguard-go"], false]);
+  if (haveGo(opts)) cmds.push(["wireguard-go", [opts.wireguardGo], false]);
   const out: Startup[] = [];
   for (const [label, cmd, genkey] of cmds) out.push(await startupOf(label, cmd, opts, genkey));
   return out;
@@ -599,7 +638,7 @@ function hostInfo(opts: Options) {
     kernel: release(),
     deno: process.versions.deno ?? null,
     bun: existsSync(bun) ? version(bun, ["--version"]) : null,
-    wireguardGo: have("wireguard-go") ? version("wireguard-go", ["--version"]) : null,
+    wireguardGo: haveGo(opts) ? version(opts.wireguardGo, ["--version"]) : null,
     iperf3: have("iperf3") ? version("iperf3", ["--version"]) : null,
     typetunCommit: git.status === 0 ? git.stdout.trim() : null,
     typetunCommand: opts.typetun.length === 1
@@ -717,7 +756,7 @@ async function main(argv: string[]): Promise<number> {
   }
   let selected: { pairs: Pair[]; startup: boolean };
   try {
-    selected = selectPairs(allPairs(opts.crypto), opts.only);
+    selected = selectPairs(allPairs(opts.crypto, opts.baseline !== null), opts.only);
   } catch (e) {
     process.stderr.write(`bench: ${e instanceof Error ? e.message : e}\n`);
     return 2;
@@ -753,7 +792,7 @@ async function main(argv: string[]): Promise<number> {
     errors: [],
   }));
   for (const r of runs) {
-    const missing = needs(r.pair);
+    const missing = needs(r.pair, opts);
     if (missing) {
       Object.assign(r, { status: "skipped", why: missing });
       console.log(`${r.pair.name}: skipped: ${missing}`);
