@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { Device, Verdict } from "../../lib/device.ts";
+import {
+  type DatagramSink,
+  Device,
+  DROP_REASONS,
+  isDrop as isDropVerdict,
+  Verdict,
+} from "../../lib/device.ts";
 import {
   connect,
   deliver,
@@ -410,6 +416,63 @@ Deno.test("more than MAX_STAGED_PACKETS waiting: only the newest are kept", () =
   assert.equal(b.delivered.length, MAX_STAGED_PACKETS);
   assert.deepEqual(b.delivered[0], packetAB(5, 24 + 5));
   assert.deepEqual(b.delivered.at(-1), packetAB(n - 1, 24 + ((n - 1) % 7)));
+  assert.equal(a.device.verdicts[Verdict.DropQueueFull], 5, "each packet pushed out is counted");
+  assert.equal(a.device.verdicts[Verdict.Queued], n);
+});
+
+// ---------------------------------------------------------------- the output contract
+
+Deno.test("one sink: handshakes, staged packets and data leave through it in order, data where it was built", () => {
+  const { a, b } = pair();
+  const seen: { type: number; len: number; inPlace: boolean; port: number; sameBuf: boolean }[] = [];
+  let hotBuf: Uint8Array | null = null;
+  const sink: DatagramSink = {
+    send(buf, off, len, to, inPlace) {
+      seen.push({ type: buf[off]!, len, inPlace, port: to.port, sameBuf: buf === hotBuf });
+      // Carry it to B as the network would (a copy: the buffer is only valid during the call).
+      deliver(b, buf.slice(off, off + len), a.endpoint);
+    },
+  };
+  a.device.sink = sink;
+  const bOut = () => b.device.outbox.splice(0).forEach((d) => deliver(a, d.data, b.endpoint));
+  send(a, packetAB(1));
+  send(a, packetAB(2));
+  bOut(); // B's response: A sends the staged packets
+  const frame = new Uint8Array(16 + 60 + 47);
+  frame.set(packetAB(3), 16);
+  hotBuf = frame;
+  assert.equal(a.device.handlePlaintext(frame, 16, 60), Verdict.Send);
+  assert.deepEqual(seen.map((s) => [s.type, s.inPlace]), [[1, false], [4, false], [4, false], [4, true]]);
+  assert.ok(
+    seen[3]!.sameBuf && seen[3]!.len === a.device.out.length,
+    "the data datagram in the caller's buffer",
+  );
+  assert.ok(seen.every((s) => s.port === 2000));
+  assert.deepEqual(b.delivered, [packetAB(1), packetAB(2), packetAB(3)]);
+  assert.equal(a.device.outbox.length, 0, "nothing in the default outbox once another sink is set");
+});
+
+Deno.test("drop reasons: every reason but the four outcomes, each counted where it happens", () => {
+  assert.deepEqual(
+    DROP_REASONS.map((v) => Verdict[v]),
+    Object.keys(Verdict).filter((k) => k.startsWith("Drop")),
+  );
+  for (const v of [Verdict.Send, Verdict.Deliver, Verdict.Queued, Verdict.Handled]) {
+    assert.ok(!isDropVerdict(v));
+  }
+  const { a, b } = pair();
+  connect(a, b, new FakeClock());
+  const junk = new Uint8Array(40).fill(9);
+  assert.equal(deliver(b, junk, a.endpoint), Verdict.DropMalformed);
+  const d = send(a, packetAB(4)).datagram!;
+  deliver(b, d, a.endpoint);
+  assert.equal(deliver(b, d, a.endpoint), Verdict.DropReplay);
+  assert.equal(send(a, ipv4Packet("10.0.0.1", "10.7.7.7", payload(8))).verdict, Verdict.DropNoRoute);
+  assert.equal(b.device.verdicts[Verdict.DropMalformed], 1);
+  assert.equal(b.device.verdicts[Verdict.DropReplay], 1);
+  assert.equal(a.device.verdicts[Verdict.DropNoRoute], 1);
+  const drops = (x: Side) => DROP_REASONS.reduce((n, v) => n + x.device.verdicts[v]!, 0);
+  assert.equal(drops(a) + drops(b), 3, "nothing else counted as a drop");
 });
 
 Deno.test("no endpoint: packets are dropped, and nothing is sent", () => {
