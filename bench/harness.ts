@@ -50,7 +50,7 @@ Options:
   --bin PATH        the typetun to run (e.g. dist/typetun); default: deno run -A main.ts
   --baseline PATH   another typetun binary (e.g. a build of an older commit): adds the row
                     typetun(baseline), interleaved with the others, for before/after in one run
-  --wireguard-go PATH  the reference peer; default: ../shared/tools/wireguard-go/wireguard-go (the
+  --wg-go PATH      the reference peer; default: ../shared/tools/wireguard-go/wireguard-go (the
                     current release) when it is there, else wireguard-go on PATH
   --crypto LIST     run the typetun rows once per AEAD backend, passing TYPETUN_CRYPTO=<name> to the
                     daemon: --crypto noble,native gives rows typetun(noble) and typetun(native)
@@ -89,7 +89,7 @@ function parseOptions(argv: string[]): Options | null {
       bin: { type: "string" },
       crypto: { type: "string" },
       baseline: { type: "string" },
-      "wireguard-go": { type: "string" },
+      "wg-go": { type: "string" },
       env: { type: "string", multiple: true, default: [] },
       "no-write": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -131,8 +131,8 @@ function parseOptions(argv: string[]): Options | null {
   };
   const baseline = values.baseline === undefined ? null : [file("baseline", values.baseline)];
   const currentGo = resolve(ROOT, "../shared/tools/wireguard-go/wireguard-go");
-  const wireguardGo = values["wireguard-go"] !== undefined
-    ? file("wireguard-go", values["wireguard-go"])
+  const wireguardGo = values["wg-go"] !== undefined
+    ? file("wg-go", values["wg-go"])
     : existsSync(currentGo)
     ? currentGo
     : "wireguard-go";
