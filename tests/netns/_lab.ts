@@ -169,3 +169,36 @@ export function wgSet(ifname: string, privateKey: string | null, rest: string): 
     sh(`wg set ${ifname} ${rest}`);
   }
 }
+
+/** One side of a WireGuard pair in a lab: its namespace, its running daemon's interface, its listen port. */
+export interface PairSide {
+  ns: string;
+  wg: string;
+  port: number;
+}
+
+/**
+ * Makes two running daemons peers with `wg set`: `a` knows `b`'s endpoint at `bOuter` (so `a` initiates), each
+ * allows the other's inner address (`${inner}.1` for `a`, `${inner}.2` for `b`, as /32), and each interface gets
+ * its address (/24) and goes up. Returns the generated keys.
+ */
+export function joinPair(
+  a: PairSide,
+  b: PairSide,
+  bOuter: string,
+  inner = "10.243.0",
+): { a: { priv: string; pub: string }; b: { priv: string; pub: string } } {
+  const ka = wgKeys(), kb = wgKeys();
+  wgSet(
+    a.wg,
+    ka.priv,
+    `listen-port ${a.port} peer ${kb.pub} allowed-ips ${inner}.2/32 endpoint ${bOuter}:${b.port}`,
+  );
+  wgSet(b.wg, kb.priv, `listen-port ${b.port} peer ${ka.pub} allowed-ips ${inner}.1/32`);
+  for (const [side, n] of [[a, 1], [b, 2]] as const) {
+    sh(
+      `ip -n ${side.ns} addr add ${inner}.${n}/24 dev ${side.wg} && ip -n ${side.ns} link set ${side.wg} up`,
+    );
+  }
+  return { a: ka, b: kb };
+}

@@ -14,7 +14,7 @@ import { performance } from "node:perf_hooks";
 import process from "node:process";
 import { compile } from "../../scripts/compile.ts";
 import { selfCommand } from "../../cmd/daemon.ts";
-import { cannotRun, have, inNs, Lab, sh, sleep, tag, wgKeys, wgSet } from "./_lab.ts";
+import { cannotRun, have, inNs, joinPair, Lab, sh, sleep, tag } from "./_lab.ts";
 
 const ROOT = resolve(new URL("../..", import.meta.url).pathname);
 const BIN = join(ROOT, "dist/typetun");
@@ -142,16 +142,12 @@ Deno.test({
       assert.ok(backgroundPid(wg2) !== null, "the detached daemon runs as the binary itself");
       console.log(`background start returned after ${started.toFixed(0)} ms`);
 
-      const k1 = wgKeys(), k2 = wgKeys();
-      wgSet(
-        wg1,
-        k1.priv,
-        `listen-port 51831 peer ${k2.pub} allowed-ips 10.243.0.2/32 endpoint 192.168.243.2:51832`,
+      const keys = joinPair(
+        { ns: ns1, wg: wg1, port: 51831 },
+        { ns: ns2, wg: wg2, port: 51832 },
+        "192.168.243.2",
       );
-      wgSet(wg2, k2.priv, `listen-port 51832 peer ${k1.pub} allowed-ips 10.243.0.1/32`);
-      for (const [ns, wg, n] of [[ns1, wg1, 1], [ns2, wg2, 2]] as const) {
-        sh(`ip -n ${ns} addr add 10.243.0.${n}/24 dev ${wg} && ip -n ${ns} link set ${wg} up`);
-      }
+      const k1 = keys.a, k2 = keys.b;
       inNs(ns1, "ping -c 3 -i 0.2 -W 3 10.243.0.2");
       inNs(ns2, "ping -c 3 -i 0.2 -W 3 10.243.0.1");
       for (const [wg, peer] of [[wg1, k2.pub], [wg2, k1.pub]] as const) {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import process from "node:process";
-import { cannotRun, inNs, type Lab, labTest, sh, sleep, tag, wgKeys, wgSet } from "./_lab.ts";
+import { cannotRun, inNs, joinPair, type Lab, labTest, sleep, tag } from "./_lab.ts";
 
 const skip = cannotRun("wg", "ping");
 if (skip) console.log(`namespace tests skipped: ${skip}`);
@@ -24,16 +24,7 @@ async function setup(lab: Lab) {
   const wg1 = `tjw1${t}`, wg2 = `tjw2${t}`;
   await lab.daemon(wg1, ns1);
   await lab.daemon(wg2, ns2);
-  const k1 = wgKeys(), k2 = wgKeys();
-  wgSet(
-    wg1,
-    k1.priv,
-    `listen-port 51821 peer ${k2.pub} allowed-ips 10.243.0.2/32 endpoint 192.168.243.2:51822`,
-  );
-  wgSet(wg2, k2.priv, `listen-port 51822 peer ${k1.pub} allowed-ips 10.243.0.1/32`);
-  for (const [ns, wg, n] of [[ns1, wg1, 1], [ns2, wg2, 2]] as const) {
-    sh(`ip -n ${ns} addr add 10.243.0.${n}/24 dev ${wg} && ip -n ${ns} link set ${wg} up`);
-  }
+  joinPair({ ns: ns1, wg: wg1, port: 51821 }, { ns: ns2, wg: wg2, port: 51822 }, "192.168.243.2");
   return { ns1, ns2, ns3 };
 }
 

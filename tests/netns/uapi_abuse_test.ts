@@ -22,7 +22,7 @@ import process from "node:process";
 import { parseGet, UAPI_MAX_REQUEST_BYTES } from "../../lib/uapi.ts";
 import { uapiRequest } from "../../cmd/uapi_client.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UAPI_MAX_CONNECTIONS } from "../../cmd/uapi_server.ts";
-import { cannotRun, inNs, type Lab, labTest, sh, sleep, tag, wgKeys, wgSet } from "./_lab.ts";
+import { cannotRun, inNs, joinPair, type Lab, labTest, sh, sleep, tag } from "./_lab.ts";
 
 /** How long each abusive client runs, and how long the pings go on after it left. */
 const ABUSE_MS = 4000;
@@ -160,16 +160,7 @@ async function pair(lab: Lab) {
     lab.daemon(wg1, ns1, { TYPETUN_TEST_TIME_SCALE: String(TIME_SCALE), LOG_LEVEL: "error" }),
     lab.daemon(wg2, ns2, { LOG_LEVEL: "error" }),
   ]);
-  const k1 = wgKeys(), k2 = wgKeys();
-  wgSet(
-    wg1,
-    k1.priv,
-    `listen-port 51831 peer ${k2.pub} allowed-ips 10.243.0.2/32 endpoint 192.168.243.2:51832`,
-  );
-  wgSet(wg2, k2.priv, `listen-port 51832 peer ${k1.pub} allowed-ips 10.243.0.1/32`);
-  for (const [ns, wg, n] of [[ns1, wg1, 1], [ns2, wg2, 2]] as const) {
-    sh(`ip -n ${ns} addr add 10.243.0.${n}/24 dev ${wg} && ip -n ${ns} link set ${wg} up`);
-  }
+  joinPair({ ns: ns1, wg: wg1, port: 51831 }, { ns: ns2, wg: wg2, port: 51832 }, "192.168.243.2");
   // The handshake, and a few packets for the JIT, before anything is measured.
   inNs(ns1, "ping -c 5 -i 0.1 -W 3 10.243.0.2");
   return { ns1, wg1, pid: d1.pid! };
