@@ -8,6 +8,8 @@
  */
 import { spawnSync } from "node:child_process";
 import {
+  accessSync,
+  constants,
   existsSync,
   mkdirSync,
   readFileSync,
@@ -110,9 +112,37 @@ export function step(what: string): void {
   process.stderr.write(`[#] ${what}\n`);
 }
 
-/** Runs a hook as wg-quick does (through bash, `%i` replaced by the interface name); a failure is an error. */
+/**
+ * The path of an executable `name` in PATH, or null: what the shell's `command -v` answers, found without a
+ * shell, since a distroless container image has none.
+ */
+export function onPath(
+  name: string,
+  path = process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+): string | null {
+  for (const dir of path.split(":")) {
+    // An empty entry means the current directory, as in the shell.
+    const file = `${dir || "."}/${name}`;
+    try {
+      if (statSync(file).isFile()) {
+        accessSync(file, constants.X_OK);
+        return file;
+      }
+    } catch {
+      // Not here, or not executable: the next directory.
+    }
+  }
+  return null;
+}
+
+/**
+ * Runs a hook as wg-quick does (through bash, else sh, `%i` replaced by the interface name); a failure is an
+ * error. No hooks need no shell; hooks without one fail in one line before anything runs.
+ */
 export function runHooks(hooks: string[], ifname: string, what: string): void {
-  const shell = spawnSync("sh", ["-c", "command -v bash"], { encoding: "utf8" }).stdout.trim() || "sh";
+  if (!hooks.length) return;
+  const shell = onPath("bash") ?? onPath("sh");
+  if (!shell) throw new Error(`${what} hooks need a shell, and neither bash nor sh is in PATH`);
   for (const hook of hooks) {
     const cmd = hook.replaceAll("%i", ifname);
     step(cmd);

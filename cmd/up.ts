@@ -24,6 +24,7 @@ import { levelFromEnv, Logger } from "./log.ts";
 import {
   loadState,
   locateConfig,
+  onPath,
   readConfig,
   runHooks,
   saveState,
@@ -109,8 +110,9 @@ function sameNetwork(c: Cidr, dst: Uint8Array, prefixLen: number): boolean {
   return true;
 }
 
+/** Whether a tool is installed; the container image has none of them, and no shell to ask. */
 function have(cmd: string): boolean {
-  return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
+  return onPath(cmd) !== null;
 }
 
 function run(tool: string, args: string[], input?: string): void {
@@ -119,6 +121,9 @@ function run(tool: string, args: string[], input?: string): void {
     input,
     stdio: [input === undefined ? "ignore" : "pipe", "inherit", "inherit"],
   });
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT") {
+    throw new Error(`${tool} is not installed (or not in PATH)`);
+  }
   if (r.status !== 0) throw new Error(`${tool} ${args.join(" ")} failed (status ${r.status ?? r.signal})`);
 }
 
@@ -244,6 +249,12 @@ export async function upMain(args: string[]): Promise<number> {
     ({ ifname, path } = locateConfig(parsed.positionals[0]!));
     cfg = readConfig(path);
     table = parseTable(cfg.table);
+    const hooks = cfg.preUp.length + cfg.postUp.length + cfg.preDown.length + cfg.postDown.length;
+    if (hooks && !onPath("bash") && !onPath("sh")) {
+      throw new Error(
+        `${path} has PreUp/PostUp/PreDown/PostDown hooks, and no shell (bash or sh) is in PATH`,
+      );
+    }
     if (ifNameToIndex(ifname)) throw new Error(`\`${ifname}' already exists`);
     endpoints = await resolveEndpoints(cfg);
   } catch (e) {
