@@ -26,6 +26,7 @@ import { getMtu } from "../ffi/tun.ts";
 import { formatConf } from "../lib/conf.ts";
 import { ConfigError, type WgConfig } from "../lib/config.ts";
 import { detectFormat } from "../lib/configfile.ts";
+import { keyToHex } from "../lib/encoding.ts";
 import { configFromDevice } from "../lib/setconf.ts";
 import { formatToml } from "../lib/toml.ts";
 import { readConfigFile } from "./set.ts";
@@ -171,6 +172,12 @@ async function saveConfig(path: string, ifname: string, cfg: WgConfig): Promise<
   running.preDown = cfg.preDown;
   running.postDown = cfg.postDown;
   running.saveConfig = true;
+  // Keys that came from files stay there: the saved file names them again rather than holding the secret.
+  running.privateKeyFile = cfg.privateKeyFile;
+  for (const p of running.peers) {
+    const mine = cfg.peers.find((c) => keyToHex(c.publicKey) === keyToHex(p.publicKey));
+    if (mine?.presharedKeyFile) p.presharedKeyFile = mine.presharedKeyFile;
+  }
   let current = "";
   try {
     current = readFileSync(path, "utf8");

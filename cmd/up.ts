@@ -33,6 +33,7 @@ import {
   undoUp,
   type UpState,
 } from "./quick.ts";
+import { readKeyFiles } from "./keyfiles.ts";
 import { resolveEndpoint } from "./set.ts";
 import { uapiGet, uapiSet } from "./uapi_client.ts";
 
@@ -247,7 +248,7 @@ export async function upMain(args: string[]): Promise<number> {
   let ifname: string, path: string, cfg: WgConfig, endpoints: Map<EndpointSpec, Endpoint>, table;
   try {
     ({ ifname, path } = locateConfig(parsed.positionals[0]!));
-    cfg = readConfig(path);
+    cfg = readKeyFiles(readConfig(path), path);
     table = parseTable(cfg.table);
     const hooks = cfg.preUp.length + cfg.postUp.length + cfg.preDown.length + cfg.postDown.length;
     if (hooks && !onPath("bash") && !onPath("sh")) {

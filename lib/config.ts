@@ -38,9 +38,22 @@ export interface InterfaceAddress {
   prefixLen: number;
 }
 
+/**
+ * A key kept in a file of its own (systemd-networkd's `PrivateKeyFile=`, `PresharedKeyFile=`): the file holds
+ * the base64 key, so the configuration itself holds no secret (Docker and Podman secrets land in /run/secrets).
+ * The configuration keeps the reference; cmd/ reads the file ({@link resolveKeyFiles}).
+ */
+export interface KeyFileRef {
+  /** As written; a relative path is taken from the configuration file's directory. */
+  path: string;
+  /** Where the reference is written, for errors; 0 when not from a file line. */
+  line: number;
+}
+
 export interface PeerConfig {
   publicKey: Uint8Array;
   presharedKey?: Uint8Array;
+  presharedKeyFile?: KeyFileRef;
   endpoint?: EndpointSpec;
   /** Seconds; 0 = off. Undefined when the file does not say (syncconf then turns a running one off). */
   persistentKeepalive?: number;
@@ -51,6 +64,7 @@ export interface PeerConfig {
 /** One configuration file. Undefined fields were not given; lists are empty when not given. */
 export interface WgConfig {
   privateKey?: Uint8Array;
+  privateKeyFile?: KeyFileRef;
   listenPort?: number;
   /** 0 = off. */
   fwmark?: number;
@@ -102,7 +116,7 @@ export function emptyConfig(): WgConfig {
 
 // ---- Keys ----
 
-const INTERFACE_KEYS = ["PrivateKey", "ListenPort", "FwMark"] as const;
+const INTERFACE_KEYS = ["PrivateKey", "PrivateKeyFile", "ListenPort", "FwMark"] as const;
 /**
  * The [Interface] keys that only wg-quick(8) understands: it takes them out before handing the rest to
  * `wg setconf` (`wg-quick strip` prints what is left), and wg(8) refuses them as unrecognized lines.
@@ -118,7 +132,19 @@ export const WG_QUICK_KEYS = [
   "PostDown",
   "SaveConfig",
 ] as const;
-const PEER_KEYS = ["PublicKey", "PresharedKey", "AllowedIPs", "Endpoint", "PersistentKeepalive"] as const;
+const PEER_KEYS = [
+  "PublicKey",
+  "PresharedKey",
+  "PresharedKeyFile",
+  "AllowedIPs",
+  "Endpoint",
+  "PersistentKeepalive",
+] as const;
+/**
+ * Keys that name a file holding a key (systemd-networkd's names). wg(8) knows neither, so `wg setconf`'s
+ * spelling (`wgOnly`) refuses them as it refuses the wg-quick keys.
+ */
+export const KEY_FILE_KEYS = new Set(["PrivateKeyFile", "PresharedKeyFile"]);
 
 export type Section = "Interface" | "Peer";
 export const CANONICAL = new Map<string, { name: string; section: Section }>();
@@ -145,6 +171,7 @@ export function stripQuick(cfg: WgConfig): WgConfig {
   return {
     ...emptyConfig(),
     privateKey: cfg.privateKey,
+    privateKeyFile: cfg.privateKeyFile,
     listenPort: cfg.listenPort,
     fwmark: cfg.fwmark,
     peers: cfg.peers,
@@ -205,6 +232,18 @@ export class Builder {
       this.fail(line, `unknown key ${quote(key)} in [${this.#section}]${hint}`);
     }
     const name = known.name;
+    if (KEY_FILE_KEYS.has(name)) {
+      if (this.wgOnly) {
+        this.fail(line, `${name} is a typetun key, not a WireGuard one (wg(8) takes the key itself)`);
+      }
+      // A path may hold spaces: only its ends are trimmed (wg's removal of every space is for keys).
+      const path = value.trim();
+      if (path === "" || path.includes("\0")) this.fail(line, `${name} needs a file name`);
+      const ref = { path, line };
+      if (name === "PrivateKeyFile") this.cfg.privateKeyFile = ref;
+      else this.#peer!.presharedKeyFile = ref;
+      return;
+    }
     if (QUICK.has(name)) {
       if (this.wgOnly) {
         this.fail(
@@ -349,9 +388,12 @@ export class Builder {
 
   finish(): WgConfig {
     const seen = new Map<string, number>();
+    const both = (k: string, f: KeyFileRef) => this.fail(f.line, `both ${k} and ${k}File given (use one)`);
+    if (this.cfg.privateKey && this.cfg.privateKeyFile) both("PrivateKey", this.cfg.privateKeyFile);
     this.cfg.peers.forEach((p, i) => {
       const lines = this.#peerLines[i]!;
       if (lines.key === 0) this.fail(lines.section, "[Peer] section without a PublicKey");
+      if (p.presharedKey && p.presharedKeyFile) both("PresharedKey", p.presharedKeyFile);
       const hex = keyToHex(p.publicKey);
       const first = seen.get(hex);
       if (first !== undefined) {
@@ -480,13 +522,16 @@ export const INTERFACE_OUT: Out<WgConfig> = [
   ["PostDown", (c) => list(c.postDown)],
   ["ListenPort", (c) => num(c.listenPort)],
   ["FwMark", (c) => num(c.fwmark, { hex: true, zeroIsOff: true })],
-  ["PrivateKey", (c) => key(c.privateKey)],
+  // A key read from a file is not written out: the reference is (the secret stays in its file).
+  ["PrivateKey", (c) => c.privateKeyFile ? null : key(c.privateKey)],
+  ["PrivateKeyFile", (c) => text(c.privateKeyFile?.path)],
 ];
 
 /** The [Peer] keys, in the order `wg showconf` prints them. */
 export const PEER_OUT: Out<PeerConfig> = [
   ["PublicKey", (p) => key(p.publicKey)],
-  ["PresharedKey", (p) => key(p.presharedKey)],
+  ["PresharedKey", (p) => p.presharedKeyFile ? null : key(p.presharedKey)],
+  ["PresharedKeyFile", (p) => text(p.presharedKeyFile?.path)],
   ["AllowedIPs", (p) => list(p.allowedIps.map(formatCidrLikeWg), true)],
   ["Endpoint", (p) => p.endpoint ? text(formatEndpointSpec(p.endpoint)) : null],
   ["PersistentKeepalive", (p) => num(p.persistentKeepalive, { zeroIsOff: true })],
@@ -525,11 +570,13 @@ function canonical(c: WgConfig): string {
   ) => [x.family, bytes(x.addr), x.prefixLen];
   return JSON.stringify([
     bytes(c.privateKey),
+    c.privateKeyFile?.path ?? null,
     c.listenPort ?? null,
     c.fwmark ?? null,
     c.peers.map((p) => [
       bytes(p.publicKey),
       bytes(p.presharedKey),
+      p.presharedKeyFile?.path ?? null,
       p.endpoint ? [p.endpoint.host, p.endpoint.port] : null,
       p.persistentKeepalive ?? null,
       p.allowedIps.map(cidr),
@@ -550,4 +597,44 @@ function canonical(c: WgConfig): string {
 /** A value for an error message: quoted, and cut at 80 characters. */
 export function quote(s: string): string {
   return JSON.stringify(s.length > 80 ? `${s.slice(0, 80)}…` : s);
+}
+
+// ---- Keys in files ----
+
+/**
+ * The key a key file holds, as wg(8) reads one (config.c, parse_keyfile): base64 with whitespace around it;
+ * an empty file is the zero key (no key). Returns the key, or why the text is not one.
+ */
+export function keyFromFileText(text: string): Uint8Array | string {
+  const t = text.trim();
+  if (t === "") return new Uint8Array(32);
+  const k = keyFromBase64(t);
+  if (k) return k;
+  if (/\s/.test(t)) return "trailing characters after the key";
+  return 'not a key: must be 32 bytes of base64 (44 characters ending in "=")';
+}
+
+/**
+ * The configuration with the keys its key files hold filled in (the references stay, so the result can still
+ * be written out without the secret). `read` does the I/O: it returns the file's text or throws an Error whose
+ * message says why not. Errors are ConfigErrors naming the configuration's line and the key file.
+ */
+export function resolveKeyFiles(cfg: WgConfig, file: string, read: (path: string) => string): WgConfig {
+  const load = (name: string, ref: KeyFileRef): Uint8Array => {
+    let text: string;
+    try {
+      text = read(ref.path);
+    } catch (e) {
+      throw new ConfigError(file, ref.line, `${name} ${quote(ref.path)}: ${(e as Error).message}`);
+    }
+    const k = keyFromFileText(text);
+    if (typeof k === "string") throw new ConfigError(file, ref.line, `${name} ${quote(ref.path)}: ${k}`);
+    return k;
+  };
+  const out: WgConfig = { ...cfg, peers: cfg.peers.map((p) => ({ ...p })) };
+  if (cfg.privateKeyFile) out.privateKey = load("PrivateKeyFile", cfg.privateKeyFile);
+  for (const p of out.peers) {
+    if (p.presharedKeyFile) p.presharedKey = load("PresharedKeyFile", p.presharedKeyFile);
+  }
+  return out;
 }

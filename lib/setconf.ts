@@ -52,6 +52,11 @@ export function configToUpdate(
   mode: "set" | "add",
   resolve: (e: EndpointSpec) => Endpoint = literalOnly,
 ): DeviceUpdate {
+  const unread = cfg.privateKeyFile && !cfg.privateKey
+    ? cfg.privateKeyFile
+    : cfg.peers.find((p) => p.presharedKeyFile && !p.presharedKey)?.presharedKeyFile;
+  // A key file is read by cmd/ (resolveKeyFiles); sending a zero key in its place would silently unset it.
+  if (unread) throw new Error(`the key file ${unread.path} was not read`);
   const u: DeviceUpdate = { replacePeers: mode === "set", peers: [] };
   if (mode === "set") {
     u.privateKey = cfg.privateKey ?? new Uint8Array(32);

@@ -5,6 +5,7 @@ import {
   formatAddressLikeWg,
   hasQuickKeys,
   parseEndpointSpec,
+  resolveKeyFiles,
   sameConfig,
   stripQuick,
   type WgConfig,
@@ -1073,4 +1074,110 @@ Deno.test({
       Deno.removeSync(dir, { recursive: true });
     }
   },
+});
+
+// ---- Keys in files (PrivateKeyFile, PresharedKeyFile: systemd-networkd's names) ----
+
+const KEYFILE_CONF = `[Interface]
+PrivateKeyFile = /run/secrets/wg key
+ListenPort = 51820
+
+[Peer]
+PublicKey = ${K(2)}
+PresharedKeyFile = psk.txt
+AllowedIPs = 10.0.0.2/32
+`;
+
+const KEYFILE_TOML = `[Interface]
+PrivateKeyFile = "/run/secrets/wg key"
+ListenPort = 51820
+
+[[Peer]]
+PublicKey = "${K(2)}"
+PresharedKeyFile = "psk.txt"
+AllowedIPs = ["10.0.0.2/32"]
+`;
+
+Deno.test("key files: both spellings read PrivateKeyFile and PresharedKeyFile as references", () => {
+  for (const cfg of [parseConf(KEYFILE_CONF, { file: "wg0.conf" }), parseToml(KEYFILE_TOML)]) {
+    assert.equal(cfg.privateKey, undefined);
+    assert.equal(cfg.privateKeyFile?.path, "/run/secrets/wg key"); // inner spaces kept, ends trimmed
+    assert.equal(cfg.peers[0]!.presharedKeyFile?.path, "psk.txt");
+    assert.equal(cfg.peers[0]!.presharedKey, undefined);
+  }
+  assert.ok(sameConfig(parseConf(KEYFILE_CONF), parseToml(KEYFILE_TOML)));
+  assert.equal(parseConf(KEYFILE_CONF).privateKeyFile?.line, 2);
+  assert.equal(parseToml(KEYFILE_TOML).peers[0]!.presharedKeyFile?.line, 7);
+});
+
+Deno.test("key files: convert keeps the references and never writes a secret read from a file", () => {
+  const toml = convertConfig(KEYFILE_CONF, { file: "wg0.conf" });
+  assert.match(toml.text, /^PrivateKeyFile = "\/run\/secrets\/wg key"$/m);
+  assert.match(toml.text, /^PresharedKeyFile = "psk.txt"$/m);
+  const back = convertConfig(toml.text, { file: "wg0.toml" });
+  assert.ok(sameConfig(parseConf(back.text), parseConf(KEYFILE_CONF)));
+  // Resolved (the keys filled in), the configuration is still written with its references only.
+  const resolved = resolveKeyFiles(
+    parseConf(KEYFILE_CONF),
+    "wg0.conf",
+    (p) => (p === "psk.txt" ? K(9) : K(1)),
+  );
+  assert.deepEqual(resolved.privateKey, key(1));
+  assert.deepEqual(resolved.peers[0]!.presharedKey, key(9));
+  for (const out of [formatConf(resolved), formatToml(resolved)]) {
+    assert.ok(!out.includes(K(1)) && !out.includes(K(9)), out);
+    assert.match(out, /PrivateKeyFile/);
+  }
+});
+
+Deno.test("key files: errors name the config line and the key file", () => {
+  const cfg = parseConf(KEYFILE_CONF, { file: "wg0.conf" });
+  const fail = (read: (p: string) => string) => {
+    try {
+      resolveKeyFiles(cfg, "/etc/wireguard/wg0.conf", read);
+    } catch (e) {
+      assert.ok(e instanceof ConfigError);
+      return e.message;
+    }
+    assert.fail("no error");
+  };
+  assert.equal(
+    fail(() => {
+      throw new Error("no such file");
+    }),
+    `/etc/wireguard/wg0.conf:2: PrivateKeyFile "/run/secrets/wg key": no such file`,
+  );
+  assert.equal(
+    fail((p) => (p === "psk.txt" ? "c2hvcnQ=\n" : `${K(1)}\n`)),
+    `/etc/wireguard/wg0.conf:7: PresharedKeyFile "psk.txt": not a key: must be 32 bytes of base64 ` +
+      `(44 characters ending in "=")`,
+  );
+  assert.match(fail(() => `${K(1)} extra`), /:2: PrivateKeyFile .*: trailing characters after the key$/);
+  // Whitespace around the key is fine, as wg(8) reads key files; an empty file is no key (the zero key).
+  const ok = resolveKeyFiles(cfg, "x", (p) => (p === "psk.txt" ? "" : `  ${K(3)}\r\n\n`));
+  assert.deepEqual(ok.privateKey, key(3));
+  assert.deepEqual(ok.peers[0]!.presharedKey, new Uint8Array(32));
+  // Unread references are refused rather than sent as a zero key.
+  assert.throws(() => configToUpdate(cfg, "set"), /key file \/run\/secrets\/wg key was not read/);
+});
+
+Deno.test("key files: a key and its file together, wg(8)'s spelling, empty names are refused", () => {
+  const bad = (text: string, options = {}) =>
+    assert.throws(() => parseConf(text, { file: "wg0.conf", ...options }), ConfigError);
+  bad(`[Interface]\nPrivateKey = ${K(1)}\nPrivateKeyFile = /k\n`);
+  assert.throws(
+    () => parseConf(`[Interface]\nPrivateKey = ${K(1)}\nPrivateKeyFile = /k\n`, { file: "wg0.conf" }),
+    /^ConfigError: wg0.conf:3: both PrivateKey and PrivateKeyFile given/,
+  );
+  assert.throws(
+    () => parseConf(`[Peer]\nPublicKey = ${K(2)}\nPresharedKeyFile = /p\nPresharedKey = ${K(3)}\n`),
+    /:3: both PresharedKey and PresharedKeyFile given/,
+  );
+  assert.throws(
+    () => parseConf(`[Interface]\nPrivateKeyFile = /k\n`, { file: "f", wgOnly: true }),
+    /^ConfigError: f:2: PrivateKeyFile is a typetun key, not a WireGuard one/,
+  );
+  bad(`[Interface]\nPrivateKeyFile =\n`);
+  bad(`[Peer]\nPublicKey = ${K(2)}\nPrivateKeyFile = /k\n`);
+  assert.throws(() => parseToml(`[Interface]\nPrivateKeyFile = 3\n`), /"PrivateKeyFile" must be a string/);
 });
