@@ -27,6 +27,7 @@ import { TunDevice } from "./tun_device.ts";
 import { UdpTransport } from "./udp_transport.ts";
 import { type AeadSelection, selectAead, selectX25519, x25519Warning } from "./crypto.ts";
 import { systemRng } from "./keys.ts";
+import { daemonMetricsSource, metricsAddressFromEnv, MetricsServer, parseMetricsAddress } from "./metrics.ts";
 import { Level, levelFromEnv, Logger } from "./log.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
 
@@ -34,7 +35,7 @@ export const SOCKET_DIR = "/var/run/wireguard";
 /** wireguard-go's default MTU: 1500 minus the largest overhead (IPv6 40 + UDP 8 + WireGuard 32). */
 export const DEFAULT_MTU = 1420;
 
-const USAGE = `Usage: typetun [-f/--foreground] INTERFACE-NAME\n`;
+const USAGE = `Usage: typetun [-f/--foreground] [--metrics ADDR:PORT] INTERFACE-NAME\n`;
 
 /**
  * Whether to use the kernel's offloads: a TUN with a vnet header that hands over TCP super-packets (TSO) and
@@ -52,9 +53,24 @@ export function offloadsWanted(value = process.env.TYPETUN_OFFLOAD): boolean {
 export async function daemonMain(args: string[]): Promise<number> {
   let foreground = process.env.WG_PROCESS_FOREGROUND === "1";
   const names: string[] = [];
-  for (const a of args) {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
     if (a === "-f" || a === "--foreground") foreground = true;
-    else names.push(a);
+    else if (a === "--metrics" || a.startsWith("--metrics=")) {
+      const value = a === "--metrics" ? args[++i] : a.slice("--metrics=".length);
+      if (value === undefined) {
+        process.stderr.write(USAGE);
+        return 1;
+      }
+      try {
+        parseMetricsAddress(value);
+      } catch (e) {
+        process.stderr.write(`typetun: ${(e as Error).message}\n`);
+        return 1;
+      }
+      // The environment is how the address reaches serve(), here or in the background child.
+      process.env.TYPETUN_METRICS = value;
+    } else names.push(a);
   }
   if (names.length !== 1 || !/^[^/\s]{1,15}$/.test(names[0]!) || names[0] === "." || names[0] === "..") {
     process.stderr.write(USAGE);
@@ -149,13 +165,17 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
   const sockPath = `${SOCKET_DIR}/${name}.sock`;
   let tun: Tun, bind: UdpBind, links: LinkMonitor, server: UapiServer, transport: AeadSelection;
   let scale: number, x25519: X25519;
+  let metrics: MetricsServer | null = null;
   try {
     scale = timeScale();
+    const metricsAt = metricsAddressFromEnv();
     // Before the interface exists: TYPETUN_CRYPTO=native without a library is refused with nothing to undo.
     transport = selectAead();
     x25519 = selectX25519();
     const offload = offloadsWanted();
     await claimSocket(sockPath);
+    // Before the interface: an address in use is refused with nothing to undo.
+    if (metricsAt) metrics = await MetricsServer.listen(metricsAt);
     tun = openTun(name, { vnetHdr: offload });
     setMtu(tun.name, DEFAULT_MTU);
     bind = UdpBind.open(0, 0, { gso: offload, gro: offload });
@@ -166,6 +186,7 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     server = await UapiServer.listen(sockPath, log, { idleTimeoutMs });
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
+    metrics?.close();
     process.stderr.write(`typetun: ${name}: ${msg}\n`);
     if (reportReady) process.stdout.write(`error\n`);
     return 1;
@@ -205,6 +226,10 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
   });
   const udp = new UdpTransport(bind, poller);
   const loop = new DataPlane({ device, packets, transport: udp, clock, waker: poller, log });
+  if (metrics) {
+    metrics.source = daemonMetricsSource(tun.name, loop, tun, udp, scale);
+    log.info(`Metrics on http://${process.env.TYPETUN_METRICS}/metrics and /healthz`);
+  }
   const onSignal = (sig: string) => () => loop.stop(`received ${sig}`);
   process.on("SIGINT", onSignal("SIGINT"));
   process.on("SIGTERM", onSignal("SIGTERM"));
@@ -232,6 +257,7 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     exitCode = 1;
   }
   server.close();
+  metrics?.close();
   try {
     unlinkSync(sockPath);
   } catch {

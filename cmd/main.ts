@@ -21,6 +21,7 @@ Available subcommands:
   addconf   Appends a configuration file to a WireGuard interface
   syncconf  Synchronizes a configuration file to a WireGuard interface
   convert   Converts a configuration file between the .conf and TOML formats
+  health    Exits 0 if the daemon answers and every peer with an endpoint has a recent handshake
   genkey    Generates a new private key and writes it to stdout
   genpsk    Generates a new preshared key and writes it to stdout
   pubkey    Reads a private key from stdin and writes a public key to stdout
@@ -53,6 +54,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./set.ts")).setconfMain(command, rest);
     case "convert":
       return (await import("./convert.ts")).convertMain(rest);
+    case "health":
+      return (await import("./health.ts")).healthMain(rest);
     case "genkey":
       return genkey();
     case "genpsk":

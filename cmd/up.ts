@@ -34,6 +34,7 @@ import {
   type UpState,
 } from "./quick.ts";
 import { readKeyFiles } from "./keyfiles.ts";
+import { metricsAddressFromEnv, parseMetricsAddress } from "./metrics.ts";
 import { resolveEndpoint } from "./set.ts";
 import { uapiGet, uapiSet } from "./uapi_client.ts";
 
@@ -42,11 +43,12 @@ const FIRST_DEFAULT_TABLE = 51820;
 /** wg-quick takes the MTU of the way to the endpoints and leaves room for IPv6 + UDP + WireGuard (80 bytes). */
 const MTU_OVERHEAD = 80;
 
-export const UP_USAGE = `Usage: typetun up [-f/--foreground] CONFIG_FILE | INTERFACE
+export const UP_USAGE = `Usage: typetun up [-f/--foreground] [--metrics ADDR:PORT] CONFIG_FILE | INTERFACE
 
   CONFIG_FILE is a wg-quick(8) .conf file (or the same keys in .toml) whose name, without the extension, is
   the interface name; INTERFACE alone means /etc/wireguard/INTERFACE.conf (or .toml). With -f the daemon
-  stays in the foreground (containers, systemd) and a signal takes the tunnel down again.
+  stays in the foreground (containers, systemd) and a signal takes the tunnel down again. With --metrics (or
+  TYPETUN_METRICS=ADDR:PORT) the daemon serves Prometheus metrics at /metrics and its health at /healthz.
 `;
 
 const ipFamily = (f: 4 | 6) => `ip -${f}`;
@@ -227,7 +229,11 @@ export async function upMain(args: string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args,
-      options: { foreground: { type: "boolean", short: "f" }, help: { type: "boolean", short: "h" } },
+      options: {
+        foreground: { type: "boolean", short: "f" },
+        help: { type: "boolean", short: "h" },
+        metrics: { type: "string" },
+      },
       allowPositionals: true,
     });
   } catch (e) {
@@ -247,6 +253,11 @@ export async function upMain(args: string[]): Promise<number> {
   // Everything that can fail on the config alone is checked before the first change.
   let ifname: string, path: string, cfg: WgConfig, endpoints: Map<EndpointSpec, Endpoint>, table;
   try {
+    // The daemon, in this process or the one it starts, takes the address from the environment.
+    if (parsed.values.metrics !== undefined) {
+      parseMetricsAddress(parsed.values.metrics);
+      process.env.TYPETUN_METRICS = parsed.values.metrics;
+    } else metricsAddressFromEnv();
     ({ ifname, path } = locateConfig(parsed.positionals[0]!));
     cfg = readKeyFiles(readConfig(path), path);
     table = parseTable(cfg.table);

@@ -213,6 +213,15 @@ export class Device implements TimerActions<Peer> {
   readonly out: Output = { offset: 0, length: 0, endpoint: null, peer: null };
   /** How many times each verdict was reached, indexed by Verdict: the drop counters are among them. */
   readonly verdicts = new Float64Array(VERDICT_COUNT);
+  /** Handshake initiations sent, first tries and retransmissions alike (for metrics). */
+  handshakesInitiated = 0;
+  /**
+   * Handshakes completed: a response consumed by the initiator, or the first data under the responder's new
+   * session (where both call wg_timers_handshake_complete, and `latest handshake` moves).
+   */
+  handshakesCompleted = 0;
+  /** Initiations that got no response within REKEY_TIMEOUT (+ jitter): each retransmission, and the last try. */
+  handshakesFailed = 0;
   /** Staged packets are encrypted here before they go to the sink (grown to the largest, then reused). */
   #scratch = new Uint8Array(0);
   readonly #defaultOutbox: Outbox;
@@ -241,6 +250,22 @@ export class Device implements TimerActions<Peer> {
     const seed = new Uint8Array(4);
     this.rng(seed);
     this.#rateLimiter = new RateLimiter({ seed: readU32(seed, 0) });
+  }
+
+  /** Whether the device is under load now (paper 5.3): it demands cookies of handshake messages. */
+  get underLoad(): boolean {
+    return this.clock.now() - this.#lastUnderLoad < UNDER_LOAD_AFTER;
+  }
+
+  /** The keypairs in use (current, previous and unconfirmed next, over all peers); costs one step per peer. */
+  keypairCount(): number {
+    let n = 0;
+    for (const p of this.peers.values()) {
+      if (p.current) n++;
+      if (p.previous) n++;
+      if (p.next) n++;
+    }
+    return n;
   }
 
   /**
@@ -464,6 +489,8 @@ export class Device implements TimerActions<Peer> {
    * count; anything else starts a fresh series of attempts.
    */
   sendInitiation(peer: Peer, isRetry: boolean): void {
+    // Only the retransmit timer retries, and it fires only when the last initiation got no response in time.
+    if (isRetry) this.handshakesFailed++;
     peer.timers.initiationRequested(isRetry);
     const now = this.clock.now();
     if (now - peer.lastSentHandshake < REKEY_TIMEOUT || peer.dead) return;
@@ -480,6 +507,7 @@ export class Device implements TimerActions<Peer> {
     peer.timers.anyAuthenticatedPacketSent();
     peer.lastSentHandshake = now;
     this.#send(peer, msg);
+    this.handshakesInitiated++;
     peer.timers.handshakeInitiated(now, this.jitter());
   }
 
@@ -535,6 +563,7 @@ export class Device implements TimerActions<Peer> {
     if (rotation.rotated) {
       if (rotation.retired) this.#retire([rotation.retired]);
       peer.timers.handshakeComplete(this.clock.wall());
+      this.handshakesCompleted++;
       this.#sendStaged(peer);
     }
     this.#keepKeyFreshOnReceive(peer, now);
@@ -642,6 +671,7 @@ export class Device implements TimerActions<Peer> {
       this.#retire(peer.addKeypair(kp));
       peer.timers.sessionDerived(now);
       peer.timers.handshakeComplete(this.clock.wall());
+      this.handshakesCompleted++;
       // Confirm the session at once: send what waited, or a keepalive.
       this.sendKeepalive(peer);
     }
@@ -701,7 +731,9 @@ export class Device implements TimerActions<Peer> {
 
   // What the timers make the device do (TimerActions); sendInitiation and sendKeepalive are above.
 
+  /** The timers gave up on a handshake (REKEY_ATTEMPT_TIME): its last initiation went unanswered too. */
   purgeStaged(peer: Peer): void {
+    this.handshakesFailed++;
     peer.staged = [];
   }
 
