@@ -160,11 +160,23 @@ async function addDefault(
   step(`${ipFamily(family)} route add ${formatCidrLikeWg(c)} dev ${ifname} table ${table}`);
   addRoute(index, family, c.addr, 0, { table });
   if (family === 4) {
-    step("sysctl -q net.ipv4.conf.all.src_valid_mark=1");
+    const sysctl = "/proc/sys/net/ipv4/conf/all/src_valid_mark";
+    // A container's /proc/sys is read-only: there it is set beforehand (`--sysctl`), and is no news.
+    let set = false;
     try {
-      writeFileSync("/proc/sys/net/ipv4/conf/all/src_valid_mark", "1");
+      set = readFileSync(sysctl, "utf8").trim() === "1";
     } catch {
-      process.stderr.write("Warning: could not set net.ipv4.conf.all.src_valid_mark=1\n");
+      // Unreadable: try to write it.
+    }
+    if (!set) {
+      step("sysctl -q net.ipv4.conf.all.src_valid_mark=1");
+      try {
+        writeFileSync(sysctl, "1");
+      } catch {
+        process.stderr.write(
+          "Warning: could not set net.ipv4.conf.all.src_valid_mark=1 (in a container: pass it with --sysctl)\n",
+        );
+      }
     }
   }
   // wg-quick's anti-spoofing and connmark rules: nothing from outside may claim the tunnel's addresses, and

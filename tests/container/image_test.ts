@@ -46,18 +46,36 @@ interface Side {
   outer: string;
   inner: string;
   keys: { priv: string; pub: string };
+  /** The private key file on the host, mounted where Docker and Podman put secrets. */
+  keyFile: string;
 }
 
-function config(me: Side, peer: Side, withEndpoint: boolean): string {
+const KEY_IN_CONTAINER = "/run/secrets/wg0.key";
+
+/** The server: listens, forwards, knows the client only by its key. */
+function serverConfig(me: Side, client: Side): string {
   return `[Interface]
-PrivateKey = ${me.keys.priv}
+PrivateKeyFile = ${KEY_IN_CONTAINER}
 Address = ${me.inner}/24
 ListenPort = 51820
 
 [Peer]
-PublicKey = ${peer.keys.pub}
-AllowedIPs = ${peer.inner}/32
-${withEndpoint ? `Endpoint = ${peer.outer}:51820\n` : ""}`;
+PublicKey = ${client.keys.pub}
+AllowedIPs = ${client.inner}/32
+`;
+}
+
+/** The client: everything through the tunnel (wg-quick's default-route case, fwmark and rules). */
+function clientConfig(me: Side, server: Side): string {
+  return `[Interface]
+PrivateKeyFile = ${KEY_IN_CONTAINER}
+Address = ${me.inner}/24
+
+[Peer]
+PublicKey = ${server.keys.pub}
+AllowedIPs = 0.0.0.0/0
+Endpoint = ${server.outer}:51820
+`;
 }
 
 /** Whether the namespace has an interface of that name. */
@@ -82,7 +100,7 @@ async function pingsWithin(ns: string, addr: string, ms: number): Promise<boolea
 const skip = cannotRun("podman", "ping");
 
 Deno.test({
-  name: "container image: two containers tunnel, stop cleanly, and report a bad config line",
+  name: "container image: a server and a default-route client tunnel, stop cleanly, and report bad configs",
   ignore: skip !== null,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -93,26 +111,34 @@ Deno.test({
     const lab = new Lab();
     const dir = mkdtempSync(join(tmpdir(), "typetun-container-"));
     const containers: string[] = [];
-    const run = (name: string, ns: string, conf: string, detach: boolean) => {
+    /** Runs the image's default command (`up -f wg0`) in `side`'s namespace, from a mounted config and key. */
+    const run = (name: string, side: Side, conf: string, opts: { detach: boolean; sysctl?: string }) => {
       containers.push(name);
       return podman([
         "run",
-        ...(detach ? ["--detach"] : []),
+        ...(opts.detach ? ["--detach"] : []),
         "--name",
         name,
         "--network",
-        `ns:/run/netns/${ns}`,
+        `ns:/run/netns/${side.ns}`,
         "--cap-add",
         "NET_ADMIN",
         "--device",
         "/dev/net/tun",
+        ...(opts.sysctl ? ["--sysctl", opts.sysctl] : []),
         // No systemd timer here: `podman healthcheck run` runs the check when the test asks.
         "--health-interval",
         "disable",
         "--volume",
         `${conf}:/etc/wireguard/wg0.conf:ro`,
+        "--volume",
+        `${side.keyFile}:${KEY_IN_CONTAINER}:ro`,
         image,
       ]);
+    };
+    const logs = (name: string) => {
+      const r = podman(["logs", name]);
+      return r.out + r.err;
     };
     try {
       const built = buildImage({
@@ -125,25 +151,45 @@ Deno.test({
         `image ${image}: ${(built.size / 1e6).toFixed(1)} MB, libraries ${built.libraries.join(" ")}`,
       );
 
+      // server (a) <-veth-> client (b); behind the server, a host (x) that the client reaches through the tunnel.
       const id = tag();
-      const a: Side = { ns: lab.ns(`ct${id}a`), outer: "", inner: "10.244.0.1", keys: keyPair() };
-      const b: Side = { ns: lab.ns(`ct${id}b`), outer: "", inner: "10.244.0.2", keys: keyPair() };
-      a.outer = "192.168.244.1";
-      b.outer = "192.168.244.2";
+      const side = (ns: string, outer: string, inner: string): Side => {
+        const keys = keyPair();
+        return {
+          ns: lab.ns(ns),
+          outer,
+          inner,
+          keys,
+          keyFile: secret(join(dir, `${ns}.key`), `${keys.priv}\n`),
+        };
+      };
+      const a = side(`ct${id}a`, "192.168.244.1", "10.244.0.1");
+      const b = side(`ct${id}b`, "192.168.244.2", "10.244.0.2");
+      const x = lab.ns(`ct${id}x`);
       lab.veth(a.ns, b.ns, [a.outer, "fd00:244::1"], [b.outer, "fd00:244::2"]);
-      const confA = secret(join(dir, "a.conf"), config(a, b, true));
-      const confB = secret(join(dir, "b.conf"), config(b, a, false));
+      lab.veth(a.ns, x, ["172.31.244.1", "fd00:245::1"], ["172.31.244.2", "fd00:245::2"]);
+      sh(`ip -n ${x} route add default via 172.31.244.1`);
+      const confA = secret(join(dir, "a.conf"), serverConfig(a, b));
+      const confB = secret(join(dir, "b.conf"), clientConfig(b, a));
       const nameA = `typetun-${id}a`, nameB = `typetun-${id}b`;
 
-      await t.step("both containers bring wg0 up and the tunnel pings both ways", async () => {
-        for (const [name, side, conf] of [[nameB, b, confB], [nameA, a, confA]] as const) {
-          const r = run(name, side.ns, conf, true);
-          assert.equal(r.status, 0, `podman run ${name}: ${r.err}`);
-        }
-        assert(await pingsWithin(a.ns, b.inner, 15_000), `no ping a -> b: ${podman(["logs", nameA]).err}`);
-        inNs(b.ns, `ping -c 2 -W 2 ${a.inner}`);
+      await t.step("server and client come up from files and keys mounted; pings both ways", async () => {
+        let r = run(nameA, a, confA, { detach: true, sysctl: "net.ipv4.ip_forward=1" });
+        assert.equal(r.status, 0, `podman run ${nameA}: ${r.err}`);
+        r = run(nameB, b, confB, { detach: true, sysctl: "net.ipv4.conf.all.src_valid_mark=1" });
+        assert.equal(r.status, 0, `podman run ${nameB}: ${r.err}`);
+        assert(await pingsWithin(b.ns, a.inner, 15_000), `no ping client -> server: ${logs(nameB)}`);
+        inNs(a.ns, `ping -c 2 -W 2 ${b.inner}`);
         // It is the containers' tunnel: their interfaces sit in the namespaces, with the configured address.
         assert.match(sh(`ip -n ${a.ns} -4 addr show wg0`), /10\.244\.0\.1\/24/);
+        // The sysctl given to the container is taken as set, not warned about.
+        assert.doesNotMatch(logs(nameB), /could not set/);
+      });
+
+      await t.step("the client's default route goes through the server, which forwards", () => {
+        // The client's main table knows only the veth's subnet: x is reached through wg0 or not at all.
+        const out = inNs(b.ns, "ping -c 2 -W 2 172.31.244.2");
+        assert.match(out, /ttl=63/);
       });
 
       await t.step({
@@ -151,32 +197,48 @@ Deno.test({
         // The image's HEALTHCHECK runs `typetun health wg0`; a binary that has no such command yet skips this.
         ignore: !/\bhealth\b/.test(spawnSync(BINARY, ["help"], { encoding: "utf8" }).stdout ?? ""),
         fn: () => {
-          const r = podman(["healthcheck", "run", nameA]);
-          assert.equal(r.status, 0, `healthcheck: ${r.out}${r.err}`);
-          assert.match(r.out + r.err, /healthy/);
+          for (const name of [nameB, nameA]) {
+            const r = podman(["healthcheck", "run", name]);
+            assert.equal(r.status, 0, `healthcheck ${name}: ${r.out}${r.err}`);
+            const status = podman(["inspect", "--format", "{{.State.Health.Status}}", name]).out.trim();
+            assert.equal(status, "healthy");
+          }
         },
       });
 
-      await t.step("podman stop: exit 0 within 2 s, and wg0 is gone", () => {
+      await t.step("podman stop: exit 0 within 2 s; wg0 and the client's rules are gone", () => {
+        assert.match(sh(`ip -n ${b.ns} -4 rule`), /lookup 51820/);
         const started = performance.now();
-        const r = podman(["stop", "--time", "10", nameA]);
+        const r = podman(["stop", "--time", "10", nameB]);
         const ms = performance.now() - started;
         assert.equal(r.status, 0, r.err);
-        const code = podman(["inspect", "--format", "{{.State.ExitCode}}", nameA]).out.trim();
-        assert.equal(code, "0", `exit code ${code}; log: ${podman(["logs", nameA]).err}`);
+        const code = podman(["inspect", "--format", "{{.State.ExitCode}}", nameB]).out.trim();
+        assert.equal(code, "0", `exit code ${code}; log: ${logs(nameB)}`);
         assert(ms < 2000, `podman stop took ${ms.toFixed(0)} ms`);
-        assert(!hasLink(a.ns, "wg0"), "wg0 is still there after the container stopped");
+        assert(!hasLink(b.ns, "wg0"), "wg0 is still there after the container stopped");
+        assert.doesNotMatch(sh(`ip -n ${b.ns} -4 rule`), /lookup 51820|suppress_prefixlength/);
       });
 
       await t.step("a bad line: the container exits non-zero with file:line in its log", () => {
-        const bad = config(a, b, true).replace("ListenPort = 51820", "ListenPort = 70000");
+        const bad = clientConfig(b, a).replace("AllowedIPs = 0.0.0.0/0", "AllowedIPs = 0.0.0.0/33");
         const conf = secret(join(dir, "bad.conf"), bad);
         const name = `typetun-${id}x`;
-        const r = run(name, a.ns, conf, false);
+        const r = run(name, b, conf, { detach: false });
         assert(r.status !== 0 && r.status !== null, `status ${r.status}`);
-        const log = podman(["logs", name]);
-        assert.match(log.out + log.err, /\/etc\/wireguard\/wg0\.conf:4: .*ListenPort/);
-        assert(!hasLink(a.ns, "wg0"), "a failed start left wg0 behind");
+        assert.match(logs(name), /\/etc\/wireguard\/wg0\.conf:7: .*0\.0\.0\.0\/33/);
+        assert(!hasLink(b.ns, "wg0"), "a failed start left wg0 behind");
+      });
+
+      await t.step("hooks in an image without a shell: one line, exit non-zero, nothing changed", () => {
+        const hooked = clientConfig(b, a).replace("[Peer]", "PostUp = echo up\n\n[Peer]");
+        const conf = secret(join(dir, "hooked.conf"), hooked);
+        const name = `typetun-${id}h`;
+        const r = run(name, b, conf, { detach: false });
+        assert(r.status !== 0 && r.status !== null, `status ${r.status}`);
+        const lines = logs(name).trim().split("\n");
+        assert.equal(lines.length, 1, lines.join("\n"));
+        assert.match(lines[0]!, /hooks.*no shell/);
+        assert(!hasLink(b.ns, "wg0"), "a refused start left wg0 behind");
       });
     } finally {
       for (const c of containers) podman(["rm", "--force", "--time", "0", c]);
