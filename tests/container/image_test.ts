@@ -121,6 +121,9 @@ Deno.test({
         name,
         "--network",
         `ns:/run/netns/${side.ns}`,
+        // The one capability the README says it needs.
+        "--cap-drop",
+        "ALL",
         "--cap-add",
         "NET_ADMIN",
         "--device",
