@@ -1,6 +1,9 @@
 /**
  * Logging as wireguard-go does it: LOG_LEVEL = error | info | debug (also `verbose` = debug, `silent`),
  * lines on stderr prefixed with the level and the interface. Keys are never passed to the logger.
+ *
+ * `LOG_FORMAT=json` writes one JSON object per line instead (`time` in RFC 3339 UTC, `level`, `interface`,
+ * `message`), for the log collectors containers are run with.
  * @module
  */
 import process from "node:process";
@@ -26,10 +29,26 @@ export function levelFromEnv(value: string | undefined): Level {
   }
 }
 
+export type LogFormat = "text" | "json";
+
+/** LOG_FORMAT: `json`, else text (wireguard-go's lines). */
+export function formatFromEnv(value = process.env.LOG_FORMAT): LogFormat {
+  return value?.toLowerCase() === "json" ? "json" : "text";
+}
+
+/** One JSON log line: what LOG_FORMAT=json writes for every message. */
+export function jsonLine(level: string, iface: string | null, message: string, now = new Date()): string {
+  return `${JSON.stringify({ time: now.toISOString(), level, interface: iface, message })}\n`;
+}
+
 export class Logger {
-  constructor(public level: Level, readonly prefix: string) {}
+  constructor(public level: Level, readonly prefix: string, readonly format: LogFormat = formatFromEnv()) {}
 
   #write(tag: string, msg: string): void {
+    if (this.format === "json") {
+      process.stderr.write(jsonLine(tag.toLowerCase(), this.prefix, msg));
+      return;
+    }
     const t = new Date().toISOString().replace("T", " ").slice(0, 19);
     process.stderr.write(`${tag}: (${this.prefix}) ${t} ${msg}\n`);
   }

@@ -29,6 +29,7 @@ import { detectFormat } from "../lib/configfile.ts";
 import { keyToHex } from "../lib/encoding.ts";
 import { configFromDevice } from "../lib/setconf.ts";
 import { formatToml } from "../lib/toml.ts";
+import { formatFromEnv, jsonLine } from "./log.ts";
 import { readConfigFile } from "./set.ts";
 import { socketPath, uapiGet } from "./uapi_client.ts";
 
@@ -110,7 +111,7 @@ export function readConfig(path: string): WgConfig {
 
 /** Says what is being done, as wg-quick prints each command it runs. */
 export function step(what: string): void {
-  process.stderr.write(`[#] ${what}\n`);
+  process.stderr.write(formatFromEnv() === "json" ? jsonLine("info", null, `[#] ${what}`) : `[#] ${what}\n`);
 }
 
 /**

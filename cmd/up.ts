@@ -10,14 +10,14 @@
  * @module
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { addAddress, addRoute, addRule, linkMtu, listRoutes, routeGet } from "../ffi/netlink.ts";
 import { ifIndex, setMtu, setUp } from "../ffi/tun.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { type EndpointSpec, formatCidrLikeWg, formatInterfaceAddress, type WgConfig } from "../lib/config.ts";
-import { configToUpdate } from "../lib/setconf.ts";
+import { configToUpdate, syncUpdate } from "../lib/setconf.ts";
 import { type Cidr, Endpoint } from "../lib/ip.ts";
 import { daemonMain, serve } from "./daemon.ts";
 import { levelFromEnv, Logger } from "./log.ts";
@@ -33,6 +33,7 @@ import {
   undoUp,
   type UpState,
 } from "./quick.ts";
+import { envHasConfig, readEnvConfig } from "./env_config.ts";
 import { readKeyFiles } from "./keyfiles.ts";
 import { metricsAddressFromEnv, parseMetricsAddress } from "./metrics.ts";
 import { resolveEndpoint } from "./set.ts";
@@ -49,6 +50,12 @@ export const UP_USAGE = `Usage: typetun up [-f/--foreground] [--metrics ADDR:POR
   the interface name; INTERFACE alone means /etc/wireguard/INTERFACE.conf (or .toml). With -f the daemon
   stays in the foreground (containers, systemd) and a signal takes the tunnel down again. With --metrics (or
   TYPETUN_METRICS=ADDR:PORT) the daemon serves Prometheus metrics at /metrics and its health at /healthz.
+
+  With no such file, or with --env, the configuration comes from the environment: WG_PRIVATE_KEY or
+  WG_PRIVATE_KEY_FILE, WG_ADDRESS, WG_LISTEN_PORT, WG_DNS, WG_MTU, WG_FWMARK, WG_TABLE, and for each peer N
+  WG_PEER_<N>_PUBLIC_KEY, _ENDPOINT, _ALLOWED_IPS, _PRESHARED_KEY(_FILE), _PERSISTENT_KEEPALIVE.
+  Under -f, SIGTERM or SIGINT takes the tunnel down and exits; SIGHUP applies the changed configuration
+  (as wg syncconf: sessions of unchanged peers stay).
 `;
 
 const ipFamily = (f: 4 | 6) => `ip -${f}`;
@@ -245,6 +252,7 @@ export async function upMain(args: string[]): Promise<number> {
         foreground: { type: "boolean", short: "f" },
         help: { type: "boolean", short: "h" },
         metrics: { type: "string" },
+        env: { type: "boolean" },
       },
       allowPositionals: true,
     });
@@ -264,6 +272,7 @@ export async function upMain(args: string[]): Promise<number> {
 
   // Everything that can fail on the config alone is checked before the first change.
   let ifname: string, path: string, cfg: WgConfig, endpoints: Map<EndpointSpec, Endpoint>, table;
+  let load: () => WgConfig, source: string;
   try {
     // The daemon, in this process or the one it starts, takes the address from the environment.
     if (parsed.values.metrics !== undefined) {
@@ -271,7 +280,11 @@ export async function upMain(args: string[]): Promise<number> {
       process.env.TYPETUN_METRICS = parsed.values.metrics;
     } else metricsAddressFromEnv();
     ({ ifname, path } = locateConfig(parsed.positionals[0]!));
-    cfg = readKeyFiles(readConfig(path), path);
+    // No file at all (a container): the WG_ variables (cmd/env_config.ts), or --env whatever files exist.
+    const fromEnv = parsed.values.env === true || (!existsSync(path) && envHasConfig(process.env));
+    source = fromEnv ? "(environment)" : path;
+    load = fromEnv ? () => readEnvConfig(process.env) : () => readKeyFiles(readConfig(path), path);
+    cfg = load();
     table = parseTable(cfg.table);
     const hooks = cfg.preUp.length + cfg.postUp.length + cfg.preDown.length + cfg.postDown.length;
     if (hooks && !onPath("bash") && !onPath("sh")) {
@@ -299,7 +312,7 @@ export async function upMain(args: string[]): Promise<number> {
       throw new Error(`the daemon for ${ifname} did not start`);
     }
     const index = ifIndex(ifname);
-    step(`typetun setconf ${ifname} ${path}`);
+    step(`typetun setconf ${ifname} ${source}`);
     await uapiSet(ifname, configToUpdate(cfg, "set", (e) => endpoints.get(e)!));
     for (const a of cfg.addresses) {
       step(`${ipFamily(a.family)} address add ${formatInterfaceAddress(a)} dev ${ifname}`);
@@ -338,11 +351,57 @@ export async function upMain(args: string[]): Promise<number> {
   // does, while the daemon still runs (SaveConfig reads it, PreDown hooks see the interface).
   let signalled: Promise<number> | null = null;
   takeOverSignals(() => signalled ??= takeDown(cfg, path, state, true));
+  // SIGHUP reloads, one reload at a time (a second signal during one runs another after it).
+  let reloading = Promise.resolve();
+  const onHup = () => {
+    if (!signalled) reloading = reloading.then(() => reload(ifname, source, load, cfg));
+  };
+  process.on("SIGHUP", onHup);
   const code = await daemon;
+  process.removeListener("SIGHUP", onHup); // a listener would keep the process alive
+  await reloading;
   // Deleted from outside: by `down` (which removed the state file first, and did the rest), or by hand.
   const down = signalled ?? (loadState(ifname) ? takeDown(cfg, path, state, false) : Promise.resolve(0));
   const downCode = await down;
   return code || downCode;
+}
+
+/**
+ * SIGHUP under `up -f`: what `systemctl reload wg-quick@IF` does (`wg syncconf IF <(wg-quick strip IF)`),
+ * from the file or the environment read again (key files too). Peers are added, changed and removed;
+ * unchanged peers keep their sessions (lib/setconf.ts syncUpdate). Unlike `wg syncconf`, a ListenPort or FwMark
+ * the file does not give is left as it runs: `up` may have chosen the fwmark (the default-route case), and a
+ * new random port would make every peer find us again. What only wg-quick applies (addresses, routes, DNS, MTU,
+ * hooks) is not redone: a reload that changes it says so. A bad file changes nothing and is reported.
+ */
+async function reload(ifname: string, source: string, load: () => WgConfig, first: WgConfig): Promise<void> {
+  try {
+    const cfg = load();
+    const endpoints = await resolveEndpoints(cfg);
+    const update = configToUpdate(cfg, "set", (e) => endpoints.get(e)!);
+    if (cfg.listenPort === undefined) delete update.listenPort;
+    if (cfg.fwmark === undefined) delete update.fwmark;
+    step(`typetun syncconf ${ifname} ${source}`);
+    await uapiSet(ifname, syncUpdate(update, await uapiGet(ifname)));
+    const quick = (c: WgConfig) =>
+      JSON.stringify([
+        stripToQuick(c),
+        c.peers.flatMap((p) => p.allowedIps.map(formatCidrLikeWg)).sort(),
+      ]);
+    if (quick(cfg) !== quick(first)) {
+      step(
+        `${source}: Address, DNS, MTU, Table, hooks or the routes of AllowedIPs changed: ` +
+          `they apply at the next \`up'`,
+      );
+    }
+  } catch (e) {
+    process.stderr.write(`typetun: reload of ${ifname} failed, nothing changed: ${(e as Error).message}\n`);
+  }
+}
+
+/** The wg-quick part of a configuration, for telling whether a reload changed it. */
+function stripToQuick(c: WgConfig): unknown[] {
+  return [c.addresses.map(formatInterfaceAddress), c.dns, c.dnsSearch, c.mtu, c.table, c.preUp, c.postUp];
 }
 
 /**

@@ -48,6 +48,8 @@ export interface KeyFileRef {
   path: string;
   /** Where the reference is written, for errors; 0 when not from a file line. */
   line: number;
+  /** What errors name instead of the configuration file (the environment variable that gave the path). */
+  where?: string;
 }
 
 export interface PeerConfig {
@@ -625,10 +627,16 @@ export function resolveKeyFiles(cfg: WgConfig, file: string, read: (path: string
     try {
       text = read(ref.path);
     } catch (e) {
-      throw new ConfigError(file, ref.line, `${name} ${quote(ref.path)}: ${(e as Error).message}`);
+      throw new ConfigError(
+        ref.where ?? file,
+        ref.line,
+        `${name} ${quote(ref.path)}: ${(e as Error).message}`,
+      );
     }
     const k = keyFromFileText(text);
-    if (typeof k === "string") throw new ConfigError(file, ref.line, `${name} ${quote(ref.path)}: ${k}`);
+    if (typeof k === "string") {
+      throw new ConfigError(ref.where ?? file, ref.line, `${name} ${quote(ref.path)}: ${k}`);
+    }
     return k;
   };
   const out: WgConfig = { ...cfg, peers: cfg.peers.map((p) => ({ ...p })) };
