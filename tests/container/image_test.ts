@@ -154,6 +154,25 @@ Deno.test({
         `image ${image}: ${(built.size / 1e6).toFixed(1)} MB, libraries ${built.libraries.join(" ")}`,
       );
 
+      await t.step("the image: typetun up -f wg0 by default, a HEALTHCHECK, and no shell", () => {
+        const config = JSON.parse(podman(["image", "inspect", "--format", "{{json .Config}}", image]).out);
+        assert.deepEqual(config.Entrypoint, ["typetun"]);
+        assert.deepEqual(config.Cmd, ["up", "-f", "wg0"]);
+        const health = JSON.parse(
+          podman(["image", "inspect", "--format", "{{json .HealthCheck}}", image]).out,
+        );
+        assert.deepEqual(health.Test, ["CMD", "typetun", "health", "wg0"]);
+        const inImage = (entrypoint: string, ...args: string[]) =>
+          podman(["run", "--rm", "--network", "none", "--entrypoint", entrypoint, image, ...args]);
+        // The binary runs there (so a failure below is the shell's absence, not a broken image).
+        assert.match(inImage("typetun", "version").out, /typetun/);
+        for (const shell of ["/bin/sh", "/bin/bash", "/usr/bin/sh"]) {
+          const r = inImage(shell, "-c", "true");
+          assert.equal(r.status, 127, `${shell} in the image: status ${r.status} ${r.err}`);
+          assert.match(r.err, /no such file or directory/i);
+        }
+      });
+
       // server (a) <-veth-> client (b); behind the server, a host (x) that the client reaches through the tunnel.
       const id = tag();
       const side = (ns: string, outer: string, inner: string): Side => {
