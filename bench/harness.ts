@@ -74,9 +74,9 @@ Options:
   -h, --help        this help
 `;
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
-interface Options {
+export interface Options {
   rounds: number;
   time: number;
   udpRate: string;
@@ -93,7 +93,7 @@ interface Options {
   write: boolean;
 }
 
-function parseOptions(argv: string[]): Options | null {
+export function parseOptions(argv: string[]): Options | null {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -176,9 +176,9 @@ function parseOptions(argv: string[]): Options | null {
 // Pairs
 
 /** A typetun row runs opts.typetun, or opts.baseline when `baseline` is set. */
-type Impl = { kind: "typetun"; crypto: string | null; baseline?: boolean } | { kind: "wireguard-go" };
+export type Impl = { kind: "typetun"; crypto: string | null; baseline?: boolean } | { kind: "wireguard-go" };
 
-interface Pair {
+export interface Pair {
   name: string;
   groups: string[];
   /** Sender side A and receiver side B; null for plain veth. */
@@ -191,7 +191,7 @@ function implName(i: Impl): string {
   return i.kind === "typetun" && i.crypto ? `typetun(${i.crypto})` : i.kind;
 }
 
-function allPairs(crypto: (string | null)[], baseline: boolean): Pair[] {
+export function allPairs(crypto: (string | null)[], baseline: boolean): Pair[] {
   const go: Impl = { kind: "wireguard-go" };
   const tts: Impl[] = crypto.map((c) => ({ kind: "typetun", crypto: c }));
   const pairs: Pair[] = [
@@ -210,7 +210,7 @@ function allPairs(crypto: (string | null)[], baseline: boolean): Pair[] {
   return pairs;
 }
 
-interface Selection {
+export interface Selection {
   /** The pairs of the regular rounds. */
   pairs: Pair[];
   startup: boolean;
@@ -218,7 +218,7 @@ interface Selection {
   scale: Pair[];
 }
 
-function selectPairs(pairs: Pair[], only: string[] | null, scale: boolean): Selection {
+export function selectPairs(pairs: Pair[], only: string[] | null, scale: boolean): Selection {
   const homogeneous = (p: Pair) => p.a !== null && p.b !== null && implName(p.a) === implName(p.b);
   if (only === null) return { pairs, startup: true, scale: scale ? pairs.filter(homogeneous) : [] };
   const known = new Set(["startup", "scale", ...pairs.flatMap((p) => [p.name, ...p.groups])]);
@@ -363,7 +363,7 @@ function mean(xs: number[]): number | null {
 }
 
 /** One run of pings: the median and mean RTT of those answered, and the share lost. */
-interface Pings {
+export interface Pings {
   medianMs: number | null;
   avgMs: number | null;
   lossPercent: number;
@@ -662,9 +662,15 @@ async function ping(topo: Topology, count: number, interval: number): Promise<Pi
   ];
   // Not inNs: ping exits non-zero when a reply is missing, and a lost ping is a result too.
   const r = await exec("ip", args, (count * interval + 15) * 1000);
-  const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-  const sent = Number(/(\d+) packets transmitted/.exec(r.stdout)?.[1] ?? NaN);
-  if (!Number.isFinite(sent)) throw new Error(`ping: ${firstLine(r.stderr || r.stdout)}`);
+  return parsePing(r.stdout, r.stderr);
+}
+
+/** The figures of one ping run from its output (iputils); throws if it sent nothing or got no answer. */
+export function parsePing(stdout: string, stderr = ""): Pings {
+  // Duplicates ("DUP!") are the same packet answered twice, not another RTT.
+  const rtts = [...stdout.matchAll(/time=([\d.]+) ms(?! \(DUP!\))/g)].map((m) => Number(m[1]));
+  const sent = Number(/(\d+) packets transmitted/.exec(stdout)?.[1] ?? NaN);
+  if (!Number.isFinite(sent)) throw new Error(`ping: ${firstLine(stderr || stdout)}`);
   if (rtts.length === 0) throw new Error(`ping: none of ${sent} answered`);
   return {
     medianMs: median(rtts),
@@ -675,7 +681,7 @@ async function ping(topo: Topology, count: number, interval: number): Promise<Pi
 }
 
 /** user+sys CPU seconds a process has used, all its threads together (/proc/PID/stat fields 14 and 15). */
-function cpuSeconds(pid: number): number {
+export function cpuSeconds(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // The command name (field 2) may hold spaces and brackets: the fields after it start at the last ')'.
