@@ -29,13 +29,14 @@ import { type AeadSelection, selectAead, selectX25519, x25519Warning } from "./c
 import { systemRng } from "./keys.ts";
 import { daemonMetricsSource, metricsAddressFromEnv, MetricsServer, parseMetricsAddress } from "./metrics.ts";
 import { Level, levelFromEnv, Logger } from "./log.ts";
+import { becomeUser, lookupUser, type RunAs } from "./privilege.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
 
 export const SOCKET_DIR = "/var/run/wireguard";
 /** wireguard-go's default MTU: 1500 minus the largest overhead (IPv6 40 + UDP 8 + WireGuard 32). */
 export const DEFAULT_MTU = 1420;
 
-const USAGE = `Usage: typetun [-f/--foreground] [--metrics ADDR:PORT] INTERFACE-NAME\n`;
+const USAGE = `Usage: typetun [-f/--foreground] [--metrics ADDR:PORT] [--user NAME|UID] INTERFACE-NAME\n`;
 
 /**
  * Whether to use the kernel's offloads: a TUN with a vnet header that hands over TCP super-packets (TSO) and
@@ -52,11 +53,24 @@ export function offloadsWanted(value = process.env.TYPETUN_OFFLOAD): boolean {
 /** Entry point for `typetun [-f] IFNAME`. */
 export async function daemonMain(args: string[]): Promise<number> {
   let foreground = process.env.WG_PROCESS_FOREGROUND === "1";
+  let user: RunAs | undefined;
   const names: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === "-f" || a === "--foreground") foreground = true;
-    else if (a === "--metrics" || a.startsWith("--metrics=")) {
+    else if (a === "--user" || a.startsWith("--user=")) {
+      const value = a === "--user" ? args[++i] : a.slice("--user=".length);
+      if (value === undefined) {
+        process.stderr.write(USAGE);
+        return 1;
+      }
+      try {
+        user = lookupUser(value);
+      } catch (e) {
+        process.stderr.write(`typetun: ${(e as Error).message}\n`);
+        return 1;
+      }
+    } else if (a === "--metrics" || a.startsWith("--metrics=")) {
       const value = a === "--metrics" ? args[++i] : a.slice("--metrics=".length);
       if (value === undefined) {
         process.stderr.write(USAGE);
@@ -77,9 +91,9 @@ export async function daemonMain(args: string[]): Promise<number> {
     return 1;
   }
   const name = names[0]!;
-  if (!foreground) return await startInBackground(name);
+  if (!foreground) return await startInBackground(name, user ? ["--user", user.name] : []);
   const log = new Logger(levelFromEnv(process.env.LOG_LEVEL), name);
-  return await serve(name, log, process.env.TYPETUN_READY_FD === "stdout");
+  return await serve(name, log, process.env.TYPETUN_READY_FD === "stdout", { user });
 }
 
 /** The command that runs this program again: the runtime and script when run from source, or the binary. */
@@ -98,9 +112,9 @@ export function selfCommand(argv1 = process.argv[1]): [string, string[]] {
  * Without -f, wireguard-go returns once the interface exists and keeps serving in the background. We start
  * ourselves again in the foreground, detached, and wait for it to report "ready" (or an error) on a pipe.
  */
-function startInBackground(name: string): Promise<number> {
+function startInBackground(name: string, extra: string[] = []): Promise<number> {
   const [cmd, pre] = selfCommand();
-  const child = spawn(cmd, [...pre, "-f", name], {
+  const child = spawn(cmd, [...pre, "-f", ...extra, name], {
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, TYPETUN_READY_FD: "stdout", WG_PROCESS_FOREGROUND: "1" },
@@ -161,7 +175,12 @@ async function claimSocket(path: string): Promise<void> {
 }
 
 /** Runs the daemon in the foreground until a signal or the interface's deletion; returns the exit code. */
-export async function serve(name: string, log: Logger, reportReady: boolean): Promise<number> {
+export async function serve(
+  name: string,
+  log: Logger,
+  reportReady: boolean,
+  options: { user?: RunAs } = {},
+): Promise<number> {
   const sockPath = `${SOCKET_DIR}/${name}.sock`;
   let tun: Tun, bind: UdpBind, links: LinkMonitor, server: UapiServer, transport: AeadSelection;
   let scale: number, x25519: X25519;
@@ -240,7 +259,21 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     if (req.op === "set") poller.wake();
     return reply;
   });
-  if (reportReady) {
+  // --user: what needs root is done (the TUN, the sockets, the UAPI socket); CAP_NET_ADMIN is all that stays.
+  let dropFailed = false;
+  if (options.user) {
+    const { name: who, uid, gid } = options.user;
+    try {
+      becomeUser(options.user);
+      log.info(`Running as user ${who} (uid ${uid}, gid ${gid}) with CAP_NET_ADMIN only`);
+    } catch (e) {
+      log.error(`--user ${who}: ${e instanceof Error ? e.message : e}`);
+      if (reportReady) process.stdout.write("error\n");
+      dropFailed = true;
+      loop.stop("could not change user");
+    }
+  }
+  if (reportReady && !dropFailed) {
     // Started in the background: the parent reads this line and exits, taking the pipes with it. From here on
     // the daemon has no terminal to talk to (as wireguard-go's detached child), so logging stops.
     process.stdout.write("ready\n");
@@ -249,7 +282,7 @@ export async function serve(name: string, log: Logger, reportReady: boolean): Pr
     log.level = Level.Silent;
   }
 
-  let exitCode = 0;
+  let exitCode = dropFailed ? 1 : 0;
   try {
     await loop.run();
   } catch (e) {

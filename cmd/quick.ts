@@ -19,6 +19,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { basename } from "node:path";
+import { connect } from "node:net";
 import process from "node:process";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import { delLink, delRule, listAddresses, type Rule } from "../ffi/netlink.ts";
@@ -236,7 +237,23 @@ export async function undoUp(state: UpState): Promise<void> {
   // with the interface really gone. Asynchronously: under `up -f` the daemon runs in this very process.
   const sock = socketPath(state.ifname);
   const until = Date.now() + SOCKET_GONE_MS;
-  while (existsSync(sock) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  // A daemon that runs as another user (--user) cannot remove its socket from root's directory: it is gone
+  // when nobody answers on it any more.
+  while (existsSync(sock) && Date.now() < until && await answers(sock)) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** True if a process listens on the Unix socket. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
 }
 
 /**

@@ -35,6 +35,7 @@ import {
 } from "./quick.ts";
 import { envHasConfig, readEnvConfig } from "./env_config.ts";
 import { readKeyFiles } from "./keyfiles.ts";
+import { becomeUser, lookupUser, type RunAs } from "./privilege.ts";
 import { metricsAddressFromEnv, parseMetricsAddress } from "./metrics.ts";
 import { resolveEndpoint } from "./set.ts";
 import { uapiGet, uapiSet } from "./uapi_client.ts";
@@ -55,7 +56,8 @@ export const UP_USAGE = `Usage: typetun up [-f/--foreground] [--metrics ADDR:POR
   WG_PRIVATE_KEY_FILE, WG_ADDRESS, WG_LISTEN_PORT, WG_DNS, WG_MTU, WG_FWMARK, WG_TABLE, and for each peer N
   WG_PEER_<N>_PUBLIC_KEY, _ENDPOINT, _ALLOWED_IPS, _PRESHARED_KEY(_FILE), _PERSISTENT_KEEPALIVE.
   Under -f, SIGTERM or SIGINT takes the tunnel down and exits; SIGHUP applies the changed configuration
-  (as wg syncconf: sessions of unchanged peers stay).
+  (as wg syncconf: sessions of unchanged peers stay). --user NAME|UID runs the daemon as that user once the
+  tunnel is up, with CAP_NET_ADMIN only.
 `;
 
 const ipFamily = (f: 4 | 6) => `ip -${f}`;
@@ -253,6 +255,7 @@ export async function upMain(args: string[]): Promise<number> {
         help: { type: "boolean", short: "h" },
         metrics: { type: "string" },
         env: { type: "boolean" },
+        user: { type: "string" },
       },
       allowPositionals: true,
     });
@@ -272,7 +275,7 @@ export async function upMain(args: string[]): Promise<number> {
 
   // Everything that can fail on the config alone is checked before the first change.
   let ifname: string, path: string, cfg: WgConfig, endpoints: Map<EndpointSpec, Endpoint>, table;
-  let load: () => WgConfig, source: string;
+  let load: () => WgConfig, source: string, user: RunAs | undefined;
   try {
     // The daemon, in this process or the one it starts, takes the address from the environment.
     if (parsed.values.metrics !== undefined) {
@@ -280,6 +283,7 @@ export async function upMain(args: string[]): Promise<number> {
       process.env.TYPETUN_METRICS = parsed.values.metrics;
     } else metricsAddressFromEnv();
     ({ ifname, path } = locateConfig(parsed.positionals[0]!));
+    if (parsed.values.user !== undefined) user = lookupUser(parsed.values.user);
     // No file at all (a container): the WG_ variables (cmd/env_config.ts), or --env whatever files exist.
     const fromEnv = parsed.values.env === true || (!existsSync(path) && envHasConfig(process.env));
     source = fromEnv ? "(environment)" : path;
@@ -308,7 +312,7 @@ export async function upMain(args: string[]): Promise<number> {
       const log = new Logger(levelFromEnv(process.env.LOG_LEVEL ?? "error"), ifname);
       daemon = serve(ifname, log, false);
       await waitForSocket(ifname, daemon);
-    } else if ((await daemonMain([ifname])) !== 0) {
+    } else if ((await daemonMain(user ? ["--user", user.name, ifname] : [ifname])) !== 0) {
       throw new Error(`the daemon for ${ifname} did not start`);
     }
     const index = ifIndex(ifname);
@@ -340,6 +344,12 @@ export async function upMain(args: string[]): Promise<number> {
     }
     saveState(state);
     runHooks(cfg.postUp, ifname, "PostUp");
+    if (foreground && user) {
+      // Root's part is done; CAP_NET_ADMIN stays for fwmark and port changes, and for the take-down (rules,
+      // the interface), whose programs (hooks, nft, iptables) get it too. The daemon runs in this process.
+      step(`drop to user ${user.name} (uid ${user.uid}, gid ${user.gid}), keeping CAP_NET_ADMIN only`);
+      becomeUser(user, true);
+    }
   } catch (e) {
     process.stderr.write(`typetun: ${(e as Error).message}\n`);
     await undoUp(state);
