@@ -46,6 +46,8 @@ export interface UpState {
   rules: Rule[];
   /** iptables/ip6tables invocations (without -I/-D) that the take-down deletes again. */
   firewall: { tool: string; args: string[] }[];
+  /** nftables tables (`ip typetun-wg0`) that the take-down deletes (absent in older state files). */
+  nftables?: string[];
   /** The resolvconf record name, when DNS was set. */
   dns: string | null;
 }
@@ -207,6 +209,13 @@ export async function undoUp(state: UpState): Promise<void> {
       process.stderr.write(`typetun: ${what}: ${(e as Error).message}\n`);
     }
   };
+  for (const table of (state.nftables ?? []).toReversed()) {
+    attempt("nft delete table", () => {
+      step(`nft delete table ${table}`);
+      const r = spawnSync("nft", ["delete", "table", ...table.split(" ")], { stdio: "inherit" });
+      if (r.status !== 0) throw new Error(`status ${r.status ?? r.signal}`);
+    });
+  }
   for (const { tool, args } of state.firewall.toReversed()) {
     attempt(`${tool} -D`, () => {
       const del = [args[0]!, args[1]!, "-D", ...args.slice(2)];

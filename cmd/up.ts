@@ -16,9 +16,15 @@ import { parseArgs } from "node:util";
 import { addAddress, addRoute, addRule, linkMtu, listRoutes, routeGet } from "../ffi/netlink.ts";
 import { ifIndex, setMtu, setUp } from "../ffi/tun.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
-import { type EndpointSpec, formatCidrLikeWg, formatInterfaceAddress, type WgConfig } from "../lib/config.ts";
+import {
+  type EndpointSpec,
+  formatCidrLikeWg,
+  formatInterfaceAddress,
+  type InterfaceAddress,
+  type WgConfig,
+} from "../lib/config.ts";
 import { configToUpdate, syncUpdate } from "../lib/setconf.ts";
-import { type Cidr, Endpoint } from "../lib/ip.ts";
+import { type Cidr, Endpoint, formatAddress } from "../lib/ip.ts";
 import { daemonMain, serve } from "./daemon.ts";
 import { levelFromEnv, Logger } from "./log.ts";
 import {
@@ -189,7 +195,15 @@ async function addDefault(
     }
   }
   // wg-quick's anti-spoofing and connmark rules: nothing from outside may claim the tunnel's addresses, and
-  // replies to the tunnel's own UDP keep its mark.
+  // replies to the tunnel's own UDP keep its mark. With nftables when `nft` is there (as wg-quick: one table
+  // per interface and family, which `down` deletes whole), else with iptables.
+  if (have("nft")) {
+    const script = nftRules(family, ifname, cfg.addresses.filter((a) => a.family === family), table);
+    const { pf, name } = nftTable(family, ifname);
+    run("nft", ["-f", "-"], script); // one transaction: all of the table or none
+    (state.nftables ??= []).push(`${pf} ${name}`);
+    return;
+  }
   const tool = family === 4 ? "iptables" : "ip6tables";
   if (!have(tool)) {
     process.stderr.write(
@@ -217,6 +231,32 @@ async function addDefault(
     run(tool, [args[0]!, args[1]!, "-I", ...args.slice(2)]);
     state.firewall.push({ tool, args });
   }
+}
+
+/** The nftables table of an interface's firewall rules, per family (wg-quick names its own `wg-quick-IF`). */
+export function nftTable(family: 4 | 6, ifname: string): { pf: "ip" | "ip6"; name: string } {
+  return { pf: family === 4 ? "ip" : "ip6", name: `typetun-${ifname}` };
+}
+
+/**
+ * The nft script of wg-quick's add_default (linux.bash), for one family: a table holding a raw-priority
+ * prerouting chain that drops packets for the tunnel's addresses arriving from elsewhere (unless from a local
+ * address), and mangle-priority chains that save the fwmark of the tunnel's own UDP in the connection's mark
+ * and restore it on the replies, so they match the `not fwmark` rule and stay out of the tunnel.
+ */
+export function nftRules(family: 4 | 6, ifname: string, addresses: InterfaceAddress[], mark: number): string {
+  const { pf, name } = nftTable(family, ifname);
+  let out = `add table ${pf} ${name}\n` +
+    `add chain ${pf} ${name} preraw { type filter hook prerouting priority -300; }\n` +
+    `add chain ${pf} ${name} premangle { type filter hook prerouting priority -150; }\n` +
+    `add chain ${pf} ${name} postmangle { type filter hook postrouting priority -150; }\n`;
+  for (const a of addresses) {
+    out += `add rule ${pf} ${name} preraw iifname != ${JSON.stringify(ifname)} ${pf} daddr ` +
+      `${formatAddress(a.addr)} fib saddr type != local drop\n`;
+  }
+  out += `add rule ${pf} ${name} postmangle meta l4proto udp mark ${mark} ct mark set mark\n` +
+    `add rule ${pf} ${name} premangle meta l4proto udp meta mark set ct mark\n`;
+  return out;
 }
 
 /** resolvconf's record name: wg-quick prefixes "tun." when resolvconf orders interfaces by such names. */
