@@ -1,6 +1,6 @@
 /**
  * The transport AEAD backend: lib/'s pure TypeScript one (noble) or a native library through ffi/aead.ts
- * (libsodium, else OpenSSL's libcrypto), chosen by `TYPETUN_CRYPTO`:
+ * (OpenSSL's libcrypto, else libsodium: the faster one first, see ffi/aead.ts), chosen by `TYPETUN_CRYPTO`:
  * - unset or empty: native when a library loads, else noble;
  * - `noble`: always the pure TypeScript one;
  * - `native`: a native library, or an error saying which were tried and what to install;
@@ -16,7 +16,7 @@ import { type NativeX25519, openX25519 } from "../ffi/x25519.ts";
 /** A chosen backend and the name to show for it. */
 export interface AeadSelection {
   aead: TransportAead;
-  /** e.g. "native (libsodium)" or "noble". */
+  /** e.g. "native (libcrypto)" or "noble". */
   name: string;
 }
 
@@ -106,7 +106,7 @@ export function selectAead(value: string | undefined = process.env.TYPETUN_CRYPT
 }
 
 /**
- * The backend the daemon would use, for `typetun version`: e.g. "native (libsodium)", "noble", or what is
+ * The backend the daemon would use, for `typetun version`: e.g. "native (libcrypto)", "noble", or what is
  * wrong with the setting. Never throws.
  */
 export function aeadBackendName(value: string | undefined = process.env.TYPETUN_CRYPTO): string {
