@@ -28,7 +28,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { Buffer } from "node:buffer";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { cpus, release } from "node:os";
 import { resolve } from "node:path";
@@ -520,7 +520,8 @@ async function setUp(pair: Pair, opts: Options): Promise<Topology> {
     if (a === null || b === null) return topo;
     topo.target = INNER[1];
     const [kA, kB] = await Promise.all([keyPair(), keyPair()]);
-    topo.sides = await Promise.all([startDaemon(lab, nsA, a, opts), startDaemon(lab, nsB, b, opts)]);
+    // One after the other, so that neither start-up (start → UAPI) competes with the other's for the CPU.
+    topo.sides = [await startDaemon(lab, nsA, a, opts), await startDaemon(lab, nsB, b, opts)];
     const [A, B] = topo.sides as [Side, Side];
     await Promise.all([
       wgSet(A.ifname, kA.priv, [
@@ -920,6 +921,15 @@ async function measureStartup(opts: Options): Promise<Startup[]> {
 // ---------------------------------------------------------------------------------------------------------
 // Report
 
+/** A file's modification time, as "YYYY-MM-DD HH:MM UTC". */
+function builtAt(path: string): string | null {
+  try {
+    return statSync(path).mtime.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  } catch {
+    return null;
+  }
+}
+
 function hostInfo(opts: Options) {
   const cpu = /^model name\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
   const version = (cmd: string, args: string[]) => {
@@ -940,6 +950,9 @@ function hostInfo(opts: Options) {
     typetunCommand: opts.typetun.length === 1
       ? opts.typetun[0]!.replace(ROOT + "/", "")
       : `deno run -A main.ts (deno at ${opts.typetun[0]!.replace(ROOT + "/", "")})`,
+    // A compiled binary need not be of the checkout's commit: when it was built says which it can be.
+    typetunBuilt: opts.typetun.length === 1 ? builtAt(opts.typetun[0]!) : null,
+    baselineBuilt: opts.baseline ? builtAt(opts.baseline[0]!) : null,
     loadAverage: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "),
   };
 }
@@ -1083,6 +1096,29 @@ function scaleTable(rows: ReturnType<typeof scaleSummary>[]): string {
     ];
   });
   return markdownTable(head, body);
+}
+
+/** What the pair tables of a RESULTS.md section measured, and how. */
+function pairsText(opts: Options): string {
+  return `${opts.rounds} interleaved rounds, each on freshly started daemons; medians over rounds (TCP: ` +
+    `min–max in brackets). A sends, B receives. TCP and UDP ${opts.time} s each (iperf3; TCP -O ` +
+    `${
+      omitted(opts.time)
+    }, UDP -b ${opts.udpRate} -l ${UDP_LEN}). Ping RTT as median / mean of a run: cold = ` +
+    `the first 40 pings 0.05 s apart right after the first handshake, idle = the 8 pings 0.5 s apart right ` +
+    `after those, under load = pings 0.05 s apart during the TCP transfer. start→UAPI: spawning a daemon ` +
+    `until its UAPI answers a get; config→handshake: \`wg set\` and \`ip link set up\` done until the ` +
+    `initiator reports a handshake. CPU s/GB: user+sys of both daemons over the TCP transfer per GB received. ` +
+    `RSS from /proc/PID/status, idle after the pings and after the load.`;
+}
+
+function scaleText(opts: Options): string {
+  return `Idle peers (as tests/netns/scale_test.ts), ${opts.rounds} interleaved rounds on fresh pairs, medians: ` +
+    `after a 1 s warm-up transfer, TCP ${opts.time} s (-O ${
+      omitted(opts.time)
+    }) and 20 pings 0.05 s apart, ` +
+    `then \`wg addconf\` of ${IDLE_PEERS} peers (random keys, one /32 each) on both sides and \`wg show ` +
+    `IF dump\`, then TCP and pings again.`;
 }
 
 function markdownTable(head: string[], body: string[][]): string {
@@ -1263,29 +1299,14 @@ async function main(argv: string[]): Promise<number> {
       "",
       `${host.cpu}, ${host.cores} cores, Linux ${host.kernel}, load ${host.loadAverage} at the end; deno ` +
       `${host.deno}, bun ${host.bun}, ${host.wireguardGo?.replace(/ *$/, "")}, ${host.iperf3}; typetun ` +
-      `${host.typetunCommit} run as \`${host.typetunCommand}\`` +
-      (opts.baseline ? `; typetun(baseline) is \`${opts.baseline[0]}\`.` : "."),
+      `checkout ${host.typetunCommit} run as \`${host.typetunCommand}\`` +
+      (host.typetunBuilt ? ` (built ${host.typetunBuilt})` : "") +
+      (opts.baseline ? `; typetun(baseline) is \`${opts.baseline[0]}\` (built ${host.baselineBuilt}).` : "."),
       "",
-      `${opts.rounds} interleaved rounds, each on freshly started daemons; medians over rounds (TCP: min–max in ` +
-      `brackets). A sends, B receives. TCP and UDP ${opts.time} s each (iperf3; TCP -O ${
-        omitted(opts.time)
-      }, ` +
-      `UDP -b ${opts.udpRate} -l ${UDP_LEN}). Ping RTT as median / mean of a run: cold = the first 40 pings 0.05 s apart right after the ` +
-      `first handshake, idle = the 8 pings 0.5 s apart right after those, under load = pings 0.05 s apart during ` +
-      `the TCP transfer. start→UAPI: spawning the daemon until its UAPI answers a get; config→handshake: \`wg ` +
-      `set\` and \`ip link set up\` done until the initiator reports a handshake. CPU s/GB: user+sys of both ` +
-      `daemons over the TCP transfer per GB received. RSS from /proc/PID/status, idle after the pings and after ` +
-      `the load.`,
-      "",
+      ...(rows.length ? [pairsText(opts), ""] : []),
       ...(startup.length ? [startupTable(startup), ""] : []),
       ...tables.flatMap((t) => [t, ""]),
-      ...(scaleRows.length
-        ? [
-          `Idle peers: as tests/netns/scale_test.ts, on a fresh pair after a 1 s warm-up transfer: TCP and 20 ` +
-          `pings 0.05 s apart, then \`wg addconf\` of ${IDLE_PEERS} peers on both sides, then the same again.`,
-          "",
-        ]
-        : []),
+      ...(scaleRows.length ? [scaleText(opts), ""] : []),
       ...notes.map((n) => `- ${n}`),
       "",
     ].join("\n");
