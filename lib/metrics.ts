@@ -69,8 +69,9 @@ export function snapshotDevice(
  * (`\\`, `\"`, `\n`); everything else, any UTF-8, as it is.
  */
 export function escapeLabelValue(v: string): string {
-  return v.replace(/[\\"\n]/g, (c) => (c === "\n" ? "\\n" : `\\${c}`));
+  return NEEDS_ESCAPE.test(v) ? v.replace(/[\\"\n]/g, (c) => (c === "\n" ? "\\n" : `\\${c}`)) : v;
 }
+const NEEDS_ESCAPE = /[\\"\n]/;
 
 /** HELP text escapes only backslash and line feed. */
 function escapeHelp(v: string): string {
@@ -85,11 +86,6 @@ export function formatValue(n: number): string {
   return String(n);
 }
 
-/** `{a="x",b="y"}` from label pairs in order. */
-function labels(pairs: readonly (readonly [string, string])[]): string {
-  return `{${pairs.map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(",")}}`;
-}
-
 /** Builds one exposition: each family's HELP and TYPE once, then its samples. */
 class Exposition {
   #out: string[] = [];
@@ -99,8 +95,9 @@ class Exposition {
     return this;
   }
 
-  sample(name: string, pairs: readonly (readonly [string, string])[], value: number): this {
-    this.#out.push(`${name}${labels(pairs)} ${formatValue(value)}\n`);
+  /** A sample; `labelText` is `{name="value",...}`, values escaped. */
+  sample(name: string, labelText: string, value: number): this {
+    this.#out.push(`${name}${labelText} ${formatValue(value)}\n`);
     return this;
   }
 
@@ -109,53 +106,72 @@ class Exposition {
   }
 }
 
+/**
+ * `public_key="...",allowed_ips="..."` of a peer. Made once per key and per list of allowed IPs: a device hands
+ * out the same key object and, until the peer's allowed IPs change, the same list at every scrape, so a scrape
+ * of many peers does not encode them all again.
+ */
+const peerLabelCache = new WeakMap<Uint8Array, { ips: readonly unknown[]; text: string }>();
+
+function peerLabelText(p: PeerInfo): string {
+  const hit = peerLabelCache.get(p.publicKey);
+  if (hit && hit.ips === p.allowedIps) return hit.text;
+  // Allowed IPs as `wg show dump` lists them, which the exporter passes on as they are.
+  const ips = p.allowedIps.length ? p.allowedIps.map(formatCidrLikeWg).join(",") : "(none)";
+  const text = `public_key="${escapeLabelValue(keyToBase64(p.publicKey))}",allowed_ips="${
+    escapeLabelValue(ips)
+  }"`;
+  peerLabelCache.set(p.publicKey, { ips: p.allowedIps, text });
+  return text;
+}
+
 /** The text a scrape of `/metrics` returns (content type `text/plain; version=0.0.4`). */
 export function formatMetrics(s: MetricsSnapshot): string {
   const e = new Exposition();
-  const iface = ["interface", s.interface] as const;
-  const peerLabels = s.peers.map((p) =>
-    [
-      iface,
-      ["public_key", keyToBase64(p.publicKey)],
-      // As `wg show dump` lists them, which the exporter passes on as they are.
-      ["allowed_ips", p.allowedIps.length ? p.allowedIps.map(formatCidrLikeWg).join(",") : "(none)"],
-    ] as const
-  );
+  const iface = `interface="${escapeLabelValue(s.interface)}"`;
+  const only = `{${iface}}`;
+  const peerText = s.peers.map((p) => `{${iface},${peerLabelText(p)}}`);
 
   e.family("wireguard_sent_bytes_total", "counter", "Bytes sent to the peer");
-  s.peers.forEach((p, i) => e.sample("wireguard_sent_bytes_total", peerLabels[i]!, p.txBytes));
+  s.peers.forEach((p, i) => e.sample("wireguard_sent_bytes_total", peerText[i]!, p.txBytes));
   e.family("wireguard_received_bytes_total", "counter", "Bytes received from the peer");
-  s.peers.forEach((p, i) => e.sample("wireguard_received_bytes_total", peerLabels[i]!, p.rxBytes));
+  s.peers.forEach((p, i) => e.sample("wireguard_received_bytes_total", peerText[i]!, p.rxBytes));
   e.family(
     "wireguard_latest_handshake_seconds",
     "gauge",
     "UNIX timestamp seconds of the last handshake",
   );
   s.peers.forEach((p, i) =>
-    e.sample("wireguard_latest_handshake_seconds", peerLabels[i]!, Math.floor(p.lastHandshakeMs / 1000))
+    e.sample("wireguard_latest_handshake_seconds", peerText[i]!, Math.floor(p.lastHandshakeMs / 1000))
   );
 
   e.family("typetun_packets_dropped_total", "counter", "Packets and datagrams dropped, by reason");
-  for (const d of s.drops) e.sample("typetun_packets_dropped_total", [iface, ["reason", d.reason]], d.count);
+  for (const d of s.drops) {
+    e.sample("typetun_packets_dropped_total", `{${iface},reason="${escapeLabelValue(d.reason)}"}`, d.count);
+  }
   e.family("typetun_handshakes_initiated_total", "counter", "Handshake initiations sent, retries included");
-  e.sample("typetun_handshakes_initiated_total", [iface], s.handshakesInitiated);
+  e.sample("typetun_handshakes_initiated_total", only, s.handshakesInitiated);
   e.family("typetun_handshakes_completed_total", "counter", "Handshakes completed (a session confirmed)");
-  e.sample("typetun_handshakes_completed_total", [iface], s.handshakesCompleted);
+  e.sample("typetun_handshakes_completed_total", only, s.handshakesCompleted);
   e.family(
     "typetun_handshakes_failed_total",
     "counter",
     "Handshake initiations that got no response within REKEY_TIMEOUT",
   );
-  e.sample("typetun_handshakes_failed_total", [iface], s.handshakesFailed);
+  e.sample("typetun_handshakes_failed_total", only, s.handshakesFailed);
   e.family("typetun_cookie_replies_sent_total", "counter", "Cookie replies sent while under load");
-  e.sample("typetun_cookie_replies_sent_total", [iface], s.cookieRepliesSent);
+  e.sample("typetun_cookie_replies_sent_total", only, s.cookieRepliesSent);
   e.family("typetun_under_load", "gauge", "Whether the device is under load and demands cookies (0 or 1)");
-  e.sample("typetun_under_load", [iface], s.underLoad ? 1 : 0);
+  e.sample("typetun_under_load", only, s.underLoad ? 1 : 0);
   e.family("typetun_keypairs", "gauge", "Session keypairs in use over all peers");
-  e.sample("typetun_keypairs", [iface], s.keypairs);
+  e.sample("typetun_keypairs", only, s.keypairs);
   e.family("typetun_offload_enabled", "gauge", "Whether an offload is in use (0 or 1)");
   for (const o of s.offloads) {
-    e.sample("typetun_offload_enabled", [iface, ["offload", o.offload]], o.enabled ? 1 : 0);
+    e.sample(
+      "typetun_offload_enabled",
+      `{${iface},offload="${escapeLabelValue(o.offload)}"}`,
+      o.enabled ? 1 : 0,
+    );
   }
   return e.toString();
 }

@@ -326,3 +326,24 @@ Deno.test({
     }
   },
 });
+
+Deno.test("metrics: a peer's labels follow a change of its allowed IPs from one scrape to the next", () => {
+  const { a, b } = pair();
+  const scrape = () => formatMetrics(snapshotDevice(a.device, "wg0", []));
+  const key = `public_key="${keyToBase64(b.publicKey)}"`;
+  assert.ok(scrape().includes(`{interface="wg0",${key},allowed_ips="10.0.0.2/32,fd00::2/128"} 0\n`));
+  assert.equal(scrape(), scrape(), "the same figures, the same text");
+  a.device.apply({
+    replacePeers: false,
+    peers: [{
+      publicKey: b.publicKey,
+      remove: false,
+      updateOnly: true,
+      replaceAllowedIps: true,
+      allowedIps: [parseCidr("10.7.0.0/16")!],
+    }],
+  });
+  const after = scrape();
+  assert.ok(after.includes(`{interface="wg0",${key},allowed_ips="10.7.0.0/16"} 0\n`), after);
+  assert.ok(!after.includes("10.0.0.2/32"));
+});
