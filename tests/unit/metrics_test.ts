@@ -214,6 +214,15 @@ Deno.test("metrics: a device's counters follow its handshakes, drops and keypair
   assert.ok(failed >= 2 && failed <= 3, `2 or 3 timed out initiations, not ${failed}`);
   assert.equal(at(a).handshakesInitiated, 2 + failed);
   assert.equal(at(a).handshakesCompleted, 1);
+  // Past REKEY_ATTEMPT_TIME the timers give up: every initiation since the first handshake failed, the last too.
+  elapse(clock, a, b, 120_000, () => null);
+  const s = at(a);
+  assert.ok(
+    s.handshakesInitiated >= 18,
+    `about 90 s of attempts 5 s apart, not ${s.handshakesInitiated - 1}`,
+  );
+  assert.equal(s.handshakesFailed, s.handshakesInitiated - 1);
+  assert.equal(s.handshakesCompleted, 1);
 });
 
 Deno.test("metrics: cookie replies and the under-load gauge", () => {
