@@ -13,11 +13,11 @@
  * There are no hook variables: a container image has no shell to run them. Errors name the variable.
  * @module
  */
+import process from "node:process";
 import { Builder, ConfigError, type WgConfig } from "../lib/config.ts";
 import { keyToBase64 } from "../lib/encoding.ts";
-import process from "node:process";
 import { readKeyFiles } from "./keyfiles.ts";
-import { formatFromEnv, jsonLine } from "./log.ts";
+import { say } from "./log.ts";
 
 /** The variables of [Interface], with the .conf key each carries. */
 export const ENV_INTERFACE: Readonly<Record<string, string>> = {
@@ -146,11 +146,6 @@ export function configFromEnv(env: Env): { config: WgConfig; warnings: string[] 
  */
 export function readEnvConfig(env: Env, warn?: (line: string) => void): WgConfig {
   const { config, warnings } = configFromEnv(env);
-  const say = warn ??
-    ((line: string) =>
-      void process.stderr.write(
-        formatFromEnv() === "json" ? jsonLine("warning", null, line) : `Warning: ${line}\n`,
-      ));
-  for (const w of warnings) say(w);
+  for (const w of warnings) (warn ?? ((line: string) => say("warn", line)))(`Warning: ${w}`);
   return readKeyFiles(config, `${process.cwd()}/(environment)`, warn);
 }

@@ -6,9 +6,8 @@
  */
 import { readFileSync, realpathSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import process from "node:process";
 import { resolveKeyFiles, type WgConfig } from "../lib/config.ts";
-import { formatFromEnv, jsonLine } from "./log.ts";
+import { say } from "./log.ts";
 
 /**
  * wg-quick's test (linux.bash, cmd_up): the file, symbolic links followed, is world accessible when both it
@@ -42,8 +41,7 @@ export function readKeyFile(path: string, base: string, warn: Warn = defaultWarn
 }
 
 type Warn = (line: string) => void;
-const defaultWarn: Warn = (line) =>
-  void process.stderr.write(formatFromEnv() === "json" ? jsonLine("warning", null, line) : `${line}\n`);
+const defaultWarn: Warn = (line) => say("warn", line);
 
 /** The configuration read from `file` with the keys of its key files filled in (a ConfigError otherwise). */
 export function readKeyFiles(cfg: WgConfig, file: string, warn: Warn = defaultWarn): WgConfig {

@@ -41,6 +41,21 @@ export function jsonLine(level: string, iface: string | null, message: string, n
   return `${JSON.stringify({ time: now.toISOString(), level, interface: iface, message })}\n`;
 }
 
+let sayInterface: string | null = null;
+
+/** The interface that {@link say}'s JSON lines name (`up` sets it once it knows it). */
+export function setLogInterface(name: string | null): void {
+  sayInterface = name;
+}
+
+/**
+ * A line for whoever runs `up`/`down` (wg-quick's `[#]` steps, warnings, errors), on stderr: as it is, or
+ * under LOG_FORMAT=json as one JSON object of the given level.
+ */
+export function say(level: "info" | "warn" | "error", line: string): void {
+  process.stderr.write(formatFromEnv() === "json" ? jsonLine(level, sayInterface, line) : `${line}\n`);
+}
+
 export class Logger {
   constructor(public level: Level, readonly prefix: string, readonly format: LogFormat = formatFromEnv()) {}
 

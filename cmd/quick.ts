@@ -30,7 +30,7 @@ import { detectFormat } from "../lib/configfile.ts";
 import { keyToHex } from "../lib/encoding.ts";
 import { configFromDevice } from "../lib/setconf.ts";
 import { formatToml } from "../lib/toml.ts";
-import { formatFromEnv, jsonLine } from "./log.ts";
+import { say } from "./log.ts";
 import { readConfigFile } from "./set.ts";
 import { socketPath, uapiGet } from "./uapi_client.ts";
 
@@ -108,13 +108,13 @@ export function locateConfig(arg: string): { path: string; ifname: string } {
 export function readConfig(path: string): WgConfig {
   if (!existsSync(path)) throw new Error(`\`${path}' does not exist`);
   const cfg = readConfigFile(path);
-  if (statSync(path).mode & 0o007) process.stderr.write(`Warning: \`${path}' is world accessible\n`);
+  if (statSync(path).mode & 0o007) say("warn", `Warning: \`${path}' is world accessible`);
   return cfg;
 }
 
 /** Says what is being done, as wg-quick prints each command it runs. */
 export function step(what: string): void {
-  process.stderr.write(formatFromEnv() === "json" ? jsonLine("info", null, `[#] ${what}`) : `[#] ${what}\n`);
+  say("info", `[#] ${what}`);
 }
 
 /**
@@ -206,7 +206,7 @@ export async function undoUp(state: UpState): Promise<void> {
     try {
       f();
     } catch (e) {
-      process.stderr.write(`typetun: ${what}: ${(e as Error).message}\n`);
+      say("error", `typetun: ${what}: ${(e as Error).message}`);
     }
   };
   for (const table of (state.nftables ?? []).toReversed()) {
@@ -281,14 +281,12 @@ export async function takeDown(
 ): Promise<number> {
   let code = 0;
   const report = (e: unknown) => {
-    process.stderr.write(`typetun: ${(e as Error).message}\n`);
+    say("error", `typetun: ${(e as Error).message}`);
     code = 1;
   };
   if (cfg.saveConfig) {
     if (!running) {
-      process.stderr.write(
-        `typetun: SaveConfig: ${state.ifname} is already gone; ${path} was left as it was\n`,
-      );
+      say("error", `typetun: SaveConfig: ${state.ifname} is already gone; ${path} was left as it was`);
     } else {
       try {
         await saveConfig(path, state.ifname, cfg);

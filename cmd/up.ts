@@ -26,7 +26,7 @@ import {
 import { configToUpdate, syncUpdate } from "../lib/setconf.ts";
 import { type Cidr, Endpoint, formatAddress } from "../lib/ip.ts";
 import { daemonMain, serve } from "./daemon.ts";
-import { levelFromEnv, Logger } from "./log.ts";
+import { levelFromEnv, Logger, say, setLogInterface } from "./log.ts";
 import {
   loadState,
   locateConfig,
@@ -188,8 +188,9 @@ async function addDefault(
       try {
         writeFileSync(sysctl, "1");
       } catch {
-        process.stderr.write(
-          "Warning: could not set net.ipv4.conf.all.src_valid_mark=1 (in a container: pass it with --sysctl)\n",
+        say(
+          "warn",
+          "Warning: could not set net.ipv4.conf.all.src_valid_mark=1 (in a container: pass it with --sysctl)",
         );
       }
     }
@@ -206,8 +207,9 @@ async function addDefault(
   }
   const tool = family === 4 ? "iptables" : "ip6tables";
   if (!have(tool)) {
-    process.stderr.write(
-      `Warning: ${tool} not found: the default route works without wg-quick's firewall rules\n`,
+    say(
+      "warn",
+      `Warning: neither nft nor ${tool} found: the default route works without wg-quick's firewall rules`,
     );
     return;
   }
@@ -274,7 +276,7 @@ function setDns(cfg: WgConfig, ifname: string, state: UpState): void {
   if (!cfg.dns.length && !cfg.dnsSearch.length) return;
   if (!have("resolvconf")) {
     const all = [...cfg.dns, ...cfg.dnsSearch].join(", ");
-    process.stderr.write(`Warning: DNS = ${all} not applied: resolvconf is not installed\n`);
+    say("warn", `Warning: DNS = ${all} not applied: resolvconf is not installed`);
     return;
   }
   const lines = cfg.dns.map((d) => `nameserver ${d}\n`).join("") +
@@ -323,6 +325,7 @@ export async function upMain(args: string[]): Promise<number> {
       process.env.TYPETUN_METRICS = parsed.values.metrics;
     } else metricsAddressFromEnv();
     ({ ifname, path } = locateConfig(parsed.positionals[0]!));
+    setLogInterface(ifname);
     if (parsed.values.user !== undefined) user = lookupUser(parsed.values.user);
     // No file at all (a container): the WG_ variables (cmd/env_config.ts), or --env whatever files exist.
     const fromEnv = parsed.values.env === true || (!existsSync(path) && envHasConfig(process.env));
@@ -339,7 +342,7 @@ export async function upMain(args: string[]): Promise<number> {
     if (ifNameToIndex(ifname)) throw new Error(`\`${ifname}' already exists`);
     endpoints = await resolveEndpoints(cfg);
   } catch (e) {
-    process.stderr.write(`typetun: ${(e as Error).message}\n`);
+    say("error", `typetun: ${(e as Error).message}`);
     return 1;
   }
 
@@ -391,7 +394,7 @@ export async function upMain(args: string[]): Promise<number> {
       becomeUser(user, true);
     }
   } catch (e) {
-    process.stderr.write(`typetun: ${(e as Error).message}\n`);
+    say("error", `typetun: ${(e as Error).message}`);
     await undoUp(state);
     if (daemon) await daemon;
     return 1;
@@ -445,7 +448,7 @@ async function reload(ifname: string, source: string, load: () => WgConfig, firs
       );
     }
   } catch (e) {
-    process.stderr.write(`typetun: reload of ${ifname} failed, nothing changed: ${(e as Error).message}\n`);
+    say("error", `typetun: reload of ${ifname} failed, nothing changed: ${(e as Error).message}`);
   }
 }
 

@@ -182,6 +182,7 @@ test("SIGHUP applies an added peer without dropping the session; LOG_FORMAT=json
     const o = JSON.parse(line);
     assert.deepEqual(Object.keys(o), ["time", "level", "interface", "message"], line);
     assert.ok(!Number.isNaN(Date.parse(o.time)), line);
+    assert.equal(o.interface, if1, line);
   }
   assert.ok(lines.some((l) => JSON.parse(l).message.includes(`syncconf ${if1}`)), lab.logs.get(a));
 });
