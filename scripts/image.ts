@@ -121,7 +121,7 @@ LABEL org.opencontainers.image.title="typetun" \\
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 CMD ["typetun", "health", "wg0"]
 ENTRYPOINT ["typetun"]
-CMD ["up", "-f", "wg0"]
+CMD ["up", "-f", "--user", "${IMAGE_USER.name}", "wg0"]
 `;
 }
 

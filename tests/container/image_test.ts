@@ -9,12 +9,12 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { compile } from "../../scripts/compile.ts";
-import { buildImage, IMAGE, packageVersion } from "../../scripts/image.ts";
+import { buildImage, IMAGE, IMAGE_USER, packageVersion } from "../../scripts/image.ts";
 import { cannotRun, inNs, Lab, sh, sleep, tag } from "../netns/_lab.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -144,11 +144,12 @@ Deno.test({
         name,
         "--network",
         `ns:/run/netns/${side.ns}`,
-        // The one capability the README says it needs.
+        // The capabilities the README says it needs: NET_ADMIN, and SETUID and SETGID to become the image's
+        // user after setup (the process then keeps NET_ADMIN alone).
         "--cap-drop",
         "ALL",
         "--cap-add",
-        "NET_ADMIN",
+        "NET_ADMIN,SETUID,SETGID",
         "--device",
         "/dev/net/tun",
         ...(opts.sysctl ? ["--sysctl", opts.sysctl] : []),
@@ -185,10 +186,10 @@ Deno.test({
         `image ${image}: ${(built.size / 1e6).toFixed(1)} MB, libraries ${built.libraries.join(" ")}`,
       );
 
-      await t.step("the image: typetun up -f wg0 by default, a HEALTHCHECK, and no shell", () => {
+      await t.step("the image: up -f --user typetun wg0 by default, a HEALTHCHECK, and no shell", () => {
         const config = JSON.parse(podman(["image", "inspect", "--format", "{{json .Config}}", image]).out);
         assert.deepEqual(config.Entrypoint, ["typetun"]);
-        assert.deepEqual(config.Cmd, ["up", "-f", "wg0"]);
+        assert.deepEqual(config.Cmd, ["up", "-f", "--user", IMAGE_USER.name, "wg0"]);
         const health = JSON.parse(
           podman(["image", "inspect", "--format", "{{json .HealthCheck}}", image]).out,
         );
@@ -270,6 +271,25 @@ Deno.test({
           }
         },
       });
+
+      await t.step(
+        "after setup the daemon is the image's user with CAP_NET_ADMIN only; a fwmark change works",
+        () => {
+          const pid = podman(["inspect", "--format", "{{.State.Pid}}", nameA]).out.trim();
+          const status = readFileSync(`/proc/${pid}/status`, "utf8");
+          const uid = IMAGE_USER.uid;
+          assert.match(status, new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, "m"));
+          assert.match(status, new RegExp(`^Gid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, "m"));
+          // CAP_NET_ADMIN is bit 12, and nothing else is left.
+          assert.match(status, /^CapEff:\s+0000000000001000$/m);
+          assert.match(status, /^CapPrm:\s+0000000000001000$/m);
+          const set = podman(["exec", nameA, "typetun", "set", "wg0", "fwmark", "0x1234"]);
+          assert.equal(set.status, 0, set.err);
+          assert.equal(podman(["exec", nameA, "typetun", "show", "wg0", "fwmark"]).out.trim(), "0x1234");
+          inNs(b.ns, `ping -c 1 -W 2 ${a.inner}`);
+          inNs(a.ns, `ping -c 1 -W 2 ${b.inner}`);
+        },
+      );
 
       await t.step("podman stop: exit 0 within 2 s; wg0 and the client's rules are gone", () => {
         assert.match(sh(`ip -n ${b.ns} -4 rule`), /lookup 51820/);
