@@ -15,7 +15,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { compile } from "../../scripts/compile.ts";
 import { buildImage, IMAGE, IMAGE_USER, packageVersion } from "../../scripts/image.ts";
-import { cannotRun, inNs, Lab, sh, sleep, tag } from "../netns/_lab.ts";
+import { cannotRun, have, inNs, Lab, sh, sleep, tag } from "../netns/_lab.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const BINARY = join(ROOT, "dist/typetun");
@@ -51,6 +51,8 @@ interface Side {
 }
 
 const KEY_IN_CONTAINER = "/run/secrets/wg0.key";
+/** Where the server serves its metrics, inside its namespace. */
+const METRICS_PORT = 9586;
 /** The server's handshake age limit for its health check, in seconds. */
 const MAX_AGE = 6;
 
@@ -236,6 +238,7 @@ Deno.test({
             "--health-cmd",
             JSON.stringify(["typetun", "health", "wg0", "--max-handshake-age", `${MAX_AGE}`]),
           ],
+          env: { TYPETUN_METRICS: `127.0.0.1:${METRICS_PORT}` },
         });
         assert.equal(r.status, 0, `podman run ${nameA}: ${r.err}`);
         r = run(nameB, b, confB, { detach: true, sysctl: "net.ipv4.conf.all.src_valid_mark=1" });
@@ -290,6 +293,31 @@ Deno.test({
           inNs(a.ns, `ping -c 1 -W 2 ${b.inner}`);
         },
       );
+
+      await t.step({
+        name: "the server's /metrics counts the bytes `typetun show` does",
+        ignore: noHealth || !have("curl"),
+        fn: () => {
+          // `show ... transfer` is "KEY\tRX\tTX"; the exporter's names say sent/received the same way.
+          const pub = b.keys.pub;
+          for (let attempt = 0;; attempt++) {
+            const before = podman(["exec", nameA, "typetun", "show", "wg0", "transfer"]).out.trim();
+            const metrics = inNs(a.ns, `curl -sf http://127.0.0.1:${METRICS_PORT}/metrics`);
+            const after = podman(["exec", nameA, "typetun", "show", "wg0", "transfer"]).out.trim();
+            // A keepalive between the two readings moves the counters: read again.
+            if (before !== after && attempt < 3) continue;
+            const [key, rx, tx] = before.split("\t");
+            assert.equal(key, pub);
+            assert(Number(rx) > 0 && Number(tx) > 0, before);
+            const value = (name: string) =>
+              new RegExp(`^${name}\\{[^}]*public_key="${escape(pub)}"[^}]*\\} (\\d+)$`, "m").exec(metrics)
+                ?.[1];
+            assert.equal(value("wireguard_received_bytes_total"), rx, metrics);
+            assert.equal(value("wireguard_sent_bytes_total"), tx, metrics);
+            break;
+          }
+        },
+      });
 
       await t.step("podman stop: exit 0 within 2 s; wg0 and the client's rules are gone", () => {
         assert.match(sh(`ip -n ${b.ns} -4 rule`), /lookup 51820/);
