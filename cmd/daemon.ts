@@ -31,6 +31,7 @@ import { daemonMetricsSource, metricsAddressFromEnv, MetricsServer, parseMetrics
 import { Level, levelFromEnv, Logger } from "./log.ts";
 import { becomeUser, lookupUser, type RunAs } from "./privilege.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
+import { warmUp, WARMUP_DELAY_MS, warmupWanted } from "./warmup.ts";
 
 export const SOCKET_DIR = "/var/run/wireguard";
 /** wireguard-go's default MTU: 1500 minus the largest overhead (IPv6 40 + UDP 8 + WireGuard 32). */
@@ -183,7 +184,7 @@ export async function serve(
 ): Promise<number> {
   const sockPath = `${SOCKET_DIR}/${name}.sock`;
   let tun: Tun, bind: UdpBind, links: LinkMonitor, server: UapiServer, transport: AeadSelection;
-  let scale: number, x25519: X25519;
+  let scale: number, x25519: X25519, warmup: boolean;
   let metrics: MetricsServer | null = null;
   try {
     scale = timeScale();
@@ -192,6 +193,7 @@ export async function serve(
     transport = selectAead();
     x25519 = selectX25519();
     const offload = offloadsWanted();
+    warmup = warmupWanted();
     await claimSocket(sockPath);
     // Before the interface: an address in use is refused with nothing to undo.
     if (metricsAt) metrics = await MetricsServer.listen(metricsAt);
@@ -253,7 +255,34 @@ export async function serve(
   process.on("SIGINT", onSignal("SIGINT"));
   process.on("SIGTERM", onSignal("SIGTERM"));
 
+  // The JIT optimizes the packet path only after thousands of packets: warm it on a private pair
+  // (cmd/warmup.ts), in slices between the loop's turns, so the first real packets run fast. It starts once the
+  // first configuration is applied (or WARMUP_DELAY_MS after the UAPI listens): a daemon that is starting up,
+  // or another one started next to it, does not compete with it for the CPU.
+  let warmupTimer: ReturnType<typeof setTimeout> | null = null;
+  const startWarmup = () => {
+    if (warmupTimer === null) return;
+    clearTimeout(warmupTimer);
+    warmupTimer = null;
+    warmUp({
+      aead: transport.aead,
+      x25519,
+      rng: systemRng,
+      udp: bind.offloads,
+      vnetHdr: tun.vnetHdr,
+      offload: tun.offload,
+      mtu: DEFAULT_MTU,
+      cancelled: () => loop.stopped !== null,
+    }).then(
+      (r) =>
+        log.debug(`Warmed the packet path: ${r.delivered[0]} packets each way, ${r.busyMs.toFixed(0)} ms`),
+      (e) => log.error(`Warming the packet path failed (only the first packets are slower): ${e}`),
+    );
+  };
+  if (warmup) warmupTimer = setTimeout(startWarmup, WARMUP_DELAY_MS);
+
   server.serve((req) => {
+    if (warmupTimer !== null && req.op === "set") setTimeout(startWarmup, 0);
     const reply = handleUapi(req, loop, udp);
     // A change may have queued handshakes or keepalives, or moved a deadline; a get changes nothing.
     if (req.op === "set") poller.wake();
@@ -290,6 +319,7 @@ export async function serve(
     exitCode = 1;
   }
   server.close();
+  if (warmupTimer !== null) clearTimeout(warmupTimer);
   metrics?.close();
   try {
     unlinkSync(sockPath);
