@@ -149,8 +149,9 @@ export function populate(root: string, binary: string, libraries: string[]): voi
   writeFileSync(join(root, "/etc/group"), `root:x:0:\n${name}:x:${uid}:\n`);
   // Names of endpoints are resolved by glibc's built-in files and dns services (no NSS modules to load).
   writeFileSync(join(root, "/etc/nsswitch.conf"), "passwd: files\ngroup: files\nhosts: files dns\n");
-  // The config (mounted over it, or PrivateKeyFile secrets beside it) is the root's alone, as wg-quick wants.
-  put("/etc/wireguard", 0o700);
+  // Open to search: after setup the daemon is the image's user, and SIGHUP re-reads the config (and its key
+  // files) as that user. The files themselves keep their own modes (0600, the user's or root's).
+  put("/etc/wireguard", 0o755);
   // The UAPI sockets and up's state; /var/run is /run as on any Linux host, so a tmpfs on /run covers both.
   put("/run/wireguard", 0o755);
   put("/run/typetun", 0o700);
