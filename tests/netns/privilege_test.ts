@@ -6,7 +6,15 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import process from "node:process";
 import { cannotRun, inNs, labTest, sh, sleep, tag, typetunCommand, waitExit, wgKeys, wgSet } from "./_lab.ts";
 
@@ -117,6 +125,15 @@ labTest(
       assert.match(inNs(ns, "ip route"), /10\.249\.0\.0\/16 dev/);
       inNs(ns, `wg set ${ifname} fwmark 0x43`);
       assert.equal(inNs(ns, `wg show ${ifname} fwmark`).trim(), "0x43");
+      // A reload (SIGHUP) after the drop: the file is the user's now, and `up` handed it the UAPI socket.
+      chownSync(dir, 65534, 65534);
+      chownSync(conf, 65534, 65534);
+      const added = wgKeys().pub;
+      appendFileSync(conf, `\n[Peer]\nPublicKey = ${added}\nAllowedIPs = 10.250.0.0/16\n`);
+      process.kill(child.pid!, "SIGHUP");
+      const peers = () => inNs(ns, `wg show ${ifname} peers`);
+      for (let i = 0; i < 100 && !peers().includes(added); i++) await sleep(50);
+      assert.ok(peers().includes(added), `the reload as user 65534 added the peer: ${err}`);
       const start = performance.now();
       process.kill(child.pid!, "SIGTERM");
       assert.equal(await waitExit(child, 5000), 0, err);
