@@ -4,7 +4,9 @@
  * each wait; the control plane (UAPI, signals) makes the eventfd readable to wake a wait.
  * @module
  */
-import { POLLIN, PollSet, Waker as EventFd } from "../ffi/poll.ts";
+import { performance } from "node:perf_hooks";
+import { BUN_SLICE_MS, POLLIN, PollSet, Waker as EventFd } from "../ffi/poll.ts";
+import { nonblockingCalls } from "../ffi/runtime.ts";
 import type { Waker } from "./dataplane.ts";
 
 /** Descriptors a poller holds at most: TUN, UDP IPv4 and IPv6, netlink, eventfd, and room to spare. */
@@ -42,8 +44,22 @@ export class Poller implements Waker {
     return this.#after(this.#set.poll(ms));
   }
 
+  /**
+   * Waits without holding the event loop for long. On Deno a wait with a timeout is cut into blocking polls of
+   * at most BUN_SLICE_MS, as on Bun (ffi/poll.ts), with a timer turn between them: Deno's own asynchronous poll
+   * runs on another thread, and waking from it cost about 0.1 ms per packet that ends an idle spell, four
+   * times per ping through a pair of daemons. A timer turn (not setImmediate) lets Deno serve its sockets and
+   * signals. A zero wait still goes through the asynchronous poll: the loop uses it to let pending I/O in.
+   */
   async waitAsync(ms: number): Promise<boolean> {
-    return this.#after(await this.#set.pollAsync(ms));
+    if (!nonblockingCalls || ms <= 0) return this.#after(await this.#set.pollAsync(ms));
+    const deadline = performance.now() + ms;
+    for (;;) {
+      const left = deadline - performance.now();
+      const n = this.#set.poll(Math.max(0, Math.min(BUN_SLICE_MS, Math.ceil(left))));
+      if (n > 0 || left <= BUN_SLICE_MS) return this.#after(n);
+      await new Promise<void>((resolve) => setTimeout(resolve, 0));
+    }
   }
 
   close(): void {
