@@ -29,10 +29,10 @@ import { Level, type Logger } from "./log.ts";
 /** Rounds of serving before the event loop gets a turn, even if packets keep coming. */
 export const ROUNDS_PER_YIELD = 8;
 /**
- * After traffic, how long the loop waits synchronously for more before it waits asynchronously. On Deno the
- * asynchronous wait is a poll on another thread, and waking from it costs about 0.1 ms, which a reply (a ping's,
- * a TCP ACK) would otherwise pay at every hop; a 1 ms synchronous wait catches it at once. The event loop is
- * held for at most that long.
+ * After traffic, how long the loop waits synchronously for more before it goes back to the event loop. A reply
+ * (a ping's, a TCP ACK) usually comes within that time and is then served without a turn of the event loop in
+ * between (on Deno, a zero wait still goes through its off-thread poll, about 0.1 ms to wake from). The event
+ * loop is held for at most that long.
  */
 export const LINGER_MS = 1;
 /** The longest idle wait: timers added meanwhile are found within a second even without a wake. */
