@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
+import process from "node:process";
 import { Poller } from "../../cmd/poller.ts";
+import { nonblockingCalls } from "../../ffi/runtime.ts";
 
 Deno.test("poller: an idle wait lasts its timeout and leaves the event loop running", async () => {
   const poller = new Poller();
@@ -40,4 +42,33 @@ Deno.test("poller: a wake from the event loop ends an idle wait at once", async 
   } finally {
     poller.close();
   }
+});
+
+Deno.test({
+  name: "poller: a quiet daemon sleeps in Deno's asynchronous poll, costing no CPU while it idles",
+  ignore: !nonblockingCalls,
+  fn: async () => {
+    const poller = new Poller({ quietAfterMs: 50 });
+    try {
+      await poller.waitAsync(100); // nothing readable: from here on the poller counts as quiet
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      assert.equal(await poller.waitAsync(1000), false);
+      const took = performance.now() - t0;
+      const cpu = process.cpuUsage(cpu0);
+      const cpuMs = (cpu.user + cpu.system) / 1000;
+      // Sliced waits wake 200 times a second (about 17 ms of CPU a second measured on a daemon); one
+      // asynchronous poll wakes once.
+      assert.ok(took >= 990, `waited ${took} ms`);
+      assert.ok(cpuMs < 8, `${cpuMs.toFixed(1)} ms of CPU in a quiet 1 s wait`);
+      // A wake ends the quiet wait at once, and the next waits are fast slices again.
+      const timer = setTimeout(() => poller.wake(), 30);
+      const t1 = performance.now();
+      assert.equal(await poller.waitAsync(2000), true);
+      clearTimeout(timer);
+      assert.ok(performance.now() - t1 < 500);
+    } finally {
+      poller.close();
+    }
+  },
 });
