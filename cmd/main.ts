@@ -26,6 +26,7 @@ Available subcommands:
   genpsk    Generates a new preshared key and writes it to stdout
   pubkey    Reads a private key from stdin and writes a public key to stdout
   demo      Shows a tunnel at work
+  lab       Builds, checks and removes a whole WireGuard topology in namespaces from one file
   version   Shows the version, the runtime and the transport AEAD in use
   help      Shows this help
 
@@ -64,6 +65,8 @@ export async function main(argv: string[]): Promise<number> {
       return await pubkey();
     case "demo":
       return (await import("./demo.ts")).demoMain();
+    case "lab":
+      return (await import("./lab.ts")).labMain(rest);
     case "version":
     case "--version":
       process.stdout.write(
