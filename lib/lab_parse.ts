@@ -26,13 +26,23 @@ const NAME_RE = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/;
 /** What Linux accepts in an interface name (dev_valid_name) minus what would confuse `ip` or our `node:if`. */
 const IFNAME_RE = /^[A-Za-z0-9_.-]+$/;
 
-const TOP_KEYS = ["name", "node", "link", "wireguard", "check"];
-const NODE_KEYS = ["routes", "forward", "nat", "sysctls", "exec"];
-const LINK_KEYS = ["ends", "addresses", "mtu", "netem"];
-const NETEM_KEYS = ["delay_ms", "loss_percent"];
-const WG_KEYS = ["node", "name", "addresses", "listen_port", "implementation", "mtu", "peer"];
-const PEER_KEYS = ["to", "endpoint", "allowed_ips", "persistent_keepalive", "preshared_key"];
-const CHECK_KEYS = ["from", "ping", "expect"];
+/** Every key of a lab file, by the table it belongs in (README's reference table lists them all). */
+export const LAB_KEYS = {
+  top: ["name", "node", "link", "wireguard", "check"],
+  node: ["routes", "forward", "nat", "sysctls", "exec"],
+  link: ["ends", "addresses", "mtu", "netem"],
+  netem: ["delay_ms", "loss_percent"],
+  wireguard: ["node", "name", "addresses", "listen_port", "implementation", "mtu", "peer"],
+  peer: ["to", "endpoint", "allowed_ips", "persistent_keepalive", "preshared_key"],
+  check: ["from", "ping", "expect"],
+} as const;
+const TOP_KEYS: readonly string[] = LAB_KEYS.top;
+const NODE_KEYS: readonly string[] = LAB_KEYS.node;
+const LINK_KEYS: readonly string[] = LAB_KEYS.link;
+const NETEM_KEYS: readonly string[] = LAB_KEYS.netem;
+const WG_KEYS: readonly string[] = LAB_KEYS.wireguard;
+const PEER_KEYS: readonly string[] = LAB_KEYS.peer;
+const CHECK_KEYS: readonly string[] = LAB_KEYS.check;
 
 type Table = Record<string, unknown>;
 
@@ -516,7 +526,7 @@ class LabReader {
 
   // ---- keys and types ----
 
-  #keys(t: Table, known: string[], path: string, where: string, line?: number): void {
+  #keys(t: Table, known: readonly string[], path: string, where: string, line?: number): void {
     for (const k of Object.keys(t)) {
       if (known.includes(k)) continue;
       this.fail(line ?? this.lines.at(path, k), `unknown key '${k}' in ${where}${hint(k, known)}`);
@@ -604,7 +614,7 @@ function unknownNode(name: string, nodes: Map<string, unknown>): string {
  * " (did you mean 'Y'?)" for the closest candidate within a third of the word's length (at least one edit,
  * but fewer than the word has characters: 'q' is not a typo of 'a'), else "".
  */
-function hint(word: string, candidates: string[]): string {
+function hint(word: string, candidates: readonly string[]): string {
   let best: string | null = null;
   let bestD = Math.min(Math.max(1, Math.floor(word.length / 3)), word.length - 1) + 1;
   for (const c of candidates) {

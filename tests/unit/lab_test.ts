@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { formatCidr } from "../../lib/ip.ts";
 import { type Lab, LabError } from "../../lib/lab.ts";
-import { editDistance, parseLab } from "../../lib/lab_parse.ts";
+import { editDistance, LAB_KEYS, parseLab } from "../../lib/lab_parse.ts";
 
 const EXAMPLES = new URL("../../examples/labs/", import.meta.url);
 
@@ -307,4 +307,24 @@ Deno.test("lab: every problem of a file comes in one LabError, in line order", (
     'lab.toml:29: expect must be "reach" or "blocked", not \'reached\'',
   ]);
   assert.equal(err.message, err.problems.join("\n"));
+});
+
+Deno.test("lab: README's example parses, and its reference table has a row for every key", () => {
+  const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+  const labs = readme.slice(readme.indexOf("\n## Labs\n"));
+  const section = labs.slice(0, labs.indexOf("\n## ", 1));
+  const toml = /```toml\n([^]*?)```/.exec(section)![1]!;
+  const lab = parseLab(toml, "README.md");
+  assert.equal(lab.wireguards[1]!.peers[0]!.persistentKeepalive, 25);
+  const rows = [...section.matchAll(/^\| `([^`]+)` +\|/gm)].map((m) => m[1]!);
+  const want = [
+    ...LAB_KEYS.top.map((k) => k === "name" ? k : k === "node" ? "[node.NODE]" : `[[${k}]]`),
+    ...LAB_KEYS.node.map((k) => `node.${k}`),
+    ...LAB_KEYS.link.map((k) => `link.${k}`),
+    ...LAB_KEYS.wireguard.map((k) => k === "peer" ? "[[wireguard.peer]]" : `wireguard.${k}`),
+    ...LAB_KEYS.peer.map((k) => `peer.${k}`),
+    ...LAB_KEYS.check.map((k) => `check.${k}`),
+  ];
+  assert.deepEqual(rows.toSorted(), want.toSorted());
+  for (const k of LAB_KEYS.netem) assert.ok(section.includes(k), k);
 });
