@@ -103,6 +103,7 @@ class LabReader {
       }
     }
     this.#addresses(links, wireguards);
+    this.#ports(wireguards);
     if (this.#problems.length > 0) {
       const sorted = this.#problems.map((p, i) => ({ ...p, i })).sort((a, b) => a.line - b.line || a.i - b.i);
       throw new LabError(sorted.map((p) => `${this.file}:${p.line || 1}: ${p.message}`));
@@ -359,6 +360,9 @@ class LabReader {
     if (wg.peers.some((p) => p.to.node === target.node && p.to.name === target.ifname)) {
       this.fail(toLine, `a second peer to '${to}' on ${wg.node}:${wg.name}`);
     }
+    if (allowedIps === null && other.addresses.length === 0) {
+      this.fail(toLine, `peer to '${to}', which has no addresses: give this peer allowed_ips`);
+    }
     if (ep) {
       const iface = this.#ifaces.get(ep.node)!.get(ep.ifname)!;
       if (ep.node !== target.node) {
@@ -522,6 +526,22 @@ class LabReader {
         );
       }
     }
+  }
+
+  /** Two daemons of one node cannot bind the same UDP port (each namespace has its own ports). */
+  #ports(wireguards: LabWireguard[]): void {
+    const seen = new Map<string, LabWireguard>();
+    wireguards.forEach((w, i) => {
+      if (w.listenPort === null || w.listenPort === 0) return;
+      const key = `${w.node}\0${w.listenPort}`;
+      const prev = seen.get(key);
+      if (prev) {
+        this.fail(
+          this.lines.at(`wireguard.${i}`, "listen_port"),
+          `listen_port ${w.listenPort} of ${w.node}:${w.name} is already ${w.node}:${prev.name}'s (line ${prev.line})`,
+        );
+      } else seen.set(key, w);
+    });
   }
 
   // ---- keys and types ----

@@ -328,3 +328,22 @@ Deno.test("lab: README's example parses, and its reference table has a row for e
   assert.deepEqual(rows.toSorted(), want.toSorted());
   for (const k of LAB_KEYS.netem) assert.ok(section.includes(k), k);
 });
+
+Deno.test("lab: two tunnels of one node on one port, and a peer with nothing to route to", () => {
+  const text = GOOD.replace(`addresses = ["10.0.0.2/24", "fd00::2/64"]`, "listen_port = 51820") +
+    `[[wireguard]]\nnode = "b"\nname = "wg1"\nlisten_port = 51820\n` +
+    `[[wireguard]]\nnode = "a"\nname = "wg1"\nlisten_port = 51820\n`;
+  assert.deepEqual(problems(text), [
+    "lab.toml:15: peer to 'b:wg0', which has no addresses: give this peer allowed_ips",
+    "lab.toml:28: listen_port 51820 of b:wg1 is already b:wg0's (line 18)",
+  ]);
+  // With allowed_ips given, such a peer is fine.
+  const lab = parseLab(
+    GOOD.replace(`addresses = ["10.0.0.2/24", "fd00::2/64"]`, "").replace(
+      `to = "b:wg0"`,
+      `to = "b:wg0"\nallowed_ips = ["0.0.0.0/0", "::/0"]`,
+    ),
+    "x.toml",
+  );
+  assert.deepEqual(lab.wireguards[0]!.peers[0]!.allowedIps.map(formatCidr), ["0.0.0.0/0", "::/0"]);
+});
