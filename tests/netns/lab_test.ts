@@ -207,22 +207,30 @@ labTest("lab: two labs of the same shape run at once, and a failing check fails 
   }
 });
 
+/** Starts `lab up` and sends it `signal` once its first daemon is recorded (before any peer is configured). */
+async function interruptUp(name: string, signal: "SIGKILL" | "SIGINT") {
+  const [cmd, ...pre] = typetunCommand();
+  const up = spawn(cmd!, [...pre, "lab", "up", labFile(name)], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  up.stderr!.on("data", (d) => (err += d.toString()));
+  const exit = new Promise<[number | null, string | null]>((r) => up.once("exit", (c, s) => r([c, s])));
+  for (let i = 0; i < 400 && pidsOf(name).length === 0 && up.exitCode === null; i++) await sleep(10);
+  const pids = pidsOf(name);
+  up.kill(signal);
+  const [code, sig] = await exit;
+  return { pids, code, signal: sig, err };
+}
+
 labTest("lab: SIGKILL of lab up half-way, then lab down leaves nothing", async () => {
   const name = `l${tag()}`;
-  const file = labFile(name);
   let pids: number[] = [];
   try {
-    const [cmd, ...pre] = typetunCommand();
-    const up = spawn(cmd!, [...pre, "lab", "up", file], { stdio: "ignore" });
-    // Once a daemon is started (recorded by PID), before the peers are configured.
-    for (let i = 0; i < 400 && pidsOf(name).length === 0 && up.exitCode === null; i++) await sleep(10);
-    up.kill("SIGKILL");
-    await new Promise((r) => up.once("exit", r));
+    const r = await interruptUp(name, "SIGKILL");
     pids = pidsOf(name);
-    assert(pids.length > 0, "killed before any daemon started");
+    assert(pids.length > 0, `killed before any daemon started: ${r.err}`);
     assert(namespacesOf(name).length > 0);
     const down = lab("down", name);
-    assert.deepEqual(down.status, 0, down.err);
+    assert.equal(down.status, 0, down.err);
     assertGone(name, pids);
     assert.match(lab("down", name).out, /nothing to do/);
   } finally {
@@ -232,22 +240,14 @@ labTest("lab: SIGKILL of lab up half-way, then lab down leaves nothing", async (
 
 labTest("lab: Ctrl-C during lab up undoes what was made", async () => {
   const name = `l${tag()}`;
-  const file = labFile(name);
   let pids: number[] = [];
   try {
-    const [cmd, ...pre] = typetunCommand();
-    const up = spawn(cmd!, [...pre, "lab", "up", file], { stdio: ["ignore", "ignore", "pipe"] });
-    let err = "";
-    up.stderr!.on("data", (d) => (err += d.toString()));
-    for (let i = 0; i < 400 && pidsOf(name).length === 0 && up.exitCode === null; i++) await sleep(10);
-    pids = pidsOf(name);
-    up.kill("SIGINT");
+    const r = await interruptUp(name, "SIGINT");
+    pids = r.pids;
+    assert(pids.length > 0, `interrupted before any daemon started: ${r.err}`);
     // Undone, then ended by the signal or with status 1 (Deno re-raises SIGINT once no listener is left).
-    const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
-      up.once("exit", (c, s) => r([c, s]))
-    );
-    assert(code === 1 || signal === "SIGINT", `exit ${code} ${signal}: ${err}`);
-    assert.match(err, /interrupted/);
+    assert(r.code === 1 || r.signal === "SIGINT", `exit ${r.code} ${r.signal}: ${r.err}`);
+    assert.match(r.err, /interrupted/);
     assertGone(name, pids);
   } finally {
     cleanup(name, pids);
