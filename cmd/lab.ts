@@ -14,6 +14,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { resolve } from "node:path";
 import process from "node:process";
 import { clampPrivateKey, dhPublic } from "../lib/crypto.ts";
 import { keyFromBase64, keyToBase64 } from "../lib/encoding.ts";
@@ -304,7 +305,7 @@ export async function labUp(lab: Lab, file: string, opts: UpOptions = {}): Promi
   if (readState(lab.name)) {
     throw new StepError(`a lab named '${lab.name}' is already running (typetun lab down ${lab.name})`);
   }
-  const state = planState(lab, file);
+  const state = planState(lab, resolve(file));
   writeState(state);
   let interrupted = false;
   const onSignal = () => (interrupted = true);
@@ -783,6 +784,7 @@ export async function labMain(argv: string[]): Promise<number> {
           if (!s) return err(`no running lab '${n}'`);
           states.push(await liveView(s));
         }
+        if (!states.length && !json) process.stderr.write("no running labs\n");
         if (dot) process.stdout.write(states.map(showDot).join(""));
         else if (json) {
           process.stdout.write(JSON.stringify(names.length === 1 ? states[0] : states, null, 2) + "\n");
