@@ -10,6 +10,8 @@ import { cannotRun, sleep, tag, typetunCommand } from "./_lab.ts";
 
 const skip = cannotRun("wireguard-go", "ping", "wg");
 const LAB_DIR = "/run/typetun/lab";
+/** The example the roaming test brings up (the examples test leaves it to that one). */
+const ROAMING = "road-warrior.toml";
 
 /** A site-to-site pair through a router: `a` runs typetun, `b` wireguard-go; a knows b's endpoint. */
 function s2s(name: string): string {
@@ -258,7 +260,7 @@ labTest(
   "lab: every example in examples/labs comes up, passes its checks and goes down without a trace",
   () => {
     const examples = new URL("../../examples/labs/", import.meta.url).pathname;
-    for (const f of readdirSync(examples).filter((n) => n.endsWith(".toml")).sort()) {
+    for (const f of readdirSync(examples).filter((n) => n.endsWith(".toml") && n !== ROAMING).sort()) {
       // Under a name of this test's own, so a lab of the example's name someone runs is left alone.
       const name = `l${tag()}`;
       const text = readFileSync(examples + f, "utf8").replace(/^name = ".*"$/m, `name = "${name}"`);
@@ -279,6 +281,48 @@ labTest(
     }
   },
 );
+
+labTest("lab: the road warrior behind NAT roams to a new address and the office follows it", async () => {
+  const name = `l${tag()}`;
+  const examples = new URL("../../examples/labs/", import.meta.url).pathname;
+  const file = labFile(
+    name,
+    readFileSync(examples + ROAMING, "utf8").replace(/^name = ".*"$/m, `name = "${name}"`),
+  );
+  let pids: number[] = [];
+  const officeSees = () =>
+    JSON.parse(lab("show", name, "--json").out).wireguards.find((w: { node: string }) => w.node === "office")
+      .peers[0].endpoint as string | null;
+  try {
+    assert.equal(lab("up", file).status, 0);
+    pids = pidsOf(name);
+    assert.equal(lab("check", name).status, 0);
+    assert.match(officeSees() ?? "", /^203\.0\.113\.2:/);
+    // The laptop moves to another address and the router now maps it to its second outside address.
+    const home = `${name}-home`, laptop = `${name}-laptop`;
+    spawnSync("ip", ["netns", "exec", home, "nft", "flush", "table", "ip", "typetun_lab_nat"]);
+    const snat = "add rule ip typetun_lab_nat post oifname eth1 snat to 203.0.113.3".split(" ");
+    assert.equal(spawnSync("ip", ["netns", "exec", home, "nft", ...snat]).status, 0);
+    for (
+      const cmd of [
+        "addr del 192.168.1.2/24 dev eth0",
+        "addr add 192.168.1.7/24 dev eth0",
+        "route add default via 192.168.1.1",
+      ]
+    ) {
+      assert.equal(spawnSync("ip", ["-n", laptop, ...cmd.split(" ")]).status, 0, cmd);
+    }
+    // The next keepalive (every second) comes from the new address; the office answers there.
+    for (let i = 0; i < 50 && !/^203\.0\.113\.3:/.test(officeSees() ?? ""); i++) await sleep(100);
+    assert.match(officeSees() ?? "", /^203\.0\.113\.3:/);
+    const check = lab("check", name);
+    assert.equal(check.status, 0, check.out);
+    assert.equal(lab("down", name).status, 0);
+    assertGone(name, pids);
+  } finally {
+    cleanup(name, pids);
+  }
+});
 
 if (!skip) {
   globalThis.addEventListener("unload", () => rmSync(dir, { recursive: true, force: true }));
