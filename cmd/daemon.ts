@@ -30,6 +30,7 @@ import { systemRng } from "./keys.ts";
 import { daemonMetricsSource, metricsAddressFromEnv, MetricsServer, parseMetricsAddress } from "./metrics.ts";
 import { Level, levelFromEnv, Logger } from "./log.ts";
 import { becomeUser, lookupUser, type RunAs } from "./privilege.ts";
+import { serveInProcess } from "./uapi_client.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
 import { warmUp, WARMUP_DELAY_MS, warmupWanted } from "./warmup.ts";
 
@@ -281,13 +282,16 @@ export async function serve(
   };
   if (warmup) warmupTimer = setTimeout(startWarmup, WARMUP_DELAY_MS);
 
-  server.serve((req) => {
+  const handle = (req: UapiRequest) => {
     if (warmupTimer !== null && req.op === "set") setTimeout(startWarmup, 0);
     const reply = handleUapi(req, loop, udp);
     // A change may have queued handshakes or keepalives, or moved a deadline; a get changes nothing.
     if (req.op === "set") poller.wake();
     return reply;
-  });
+  };
+  server.serve(handle);
+  // `up -f` talks to this daemon from the same process (reload, SaveConfig), also after --user.
+  const withdraw = serveInProcess(name, handle);
   // --user: what needs root is done (the TUN, the sockets, the UAPI socket); CAP_NET_ADMIN is all that stays.
   let dropFailed = false;
   if (options.user) {
@@ -318,6 +322,7 @@ export async function serve(
     log.error(`Data plane failed: ${e instanceof Error ? e.message : e}`);
     exitCode = 1;
   }
+  withdraw();
   server.close();
   if (warmupTimer !== null) clearTimeout(warmupTimer);
   metrics?.close();

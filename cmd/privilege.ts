@@ -3,11 +3,11 @@
  * UDP sockets, the UAPI socket, routes and rules), the process becomes that user and keeps only
  * CAP_NET_ADMIN, which still covers what it does from then on: setting SO_MARK (a fwmark change) and
  * binding a new UDP socket (a ListenPort change; a port below 1024 would also need CAP_NET_BIND_SERVICE,
- * and the error says so). The UAPI socket stays root's, as wireguard-go's (`up -f` hands it to the user: see
- * handSocketTo).
+ * and the error says so). The UAPI socket stays root's, as wireguard-go's (`up -f` reaches its in-process
+ * daemon without it: cmd/uapi_client.ts serveInProcess).
  * @module
  */
-import { chownSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { CAP_NET_ADMIN, dropPrivileges } from "../ffi/privilege.ts";
 
 /** A user to become: from /etc/passwd by name, or a number (its passwd group, else the same number). */
@@ -55,13 +55,4 @@ export function lookupUser(spec: string): RunAs {
  */
 export function becomeUser(who: RunAs, children = false): void {
   dropPrivileges(who.uid, who.gid, [CAP_NET_ADMIN], children);
-}
-
-/**
- * Hands the UAPI socket to `who`, for `up -f`, whose reload (SIGHUP) and SaveConfig talk to the daemon in
- * the same process through it: after the drop, a root-owned 0600 socket would refuse them (EACCES). Root
- * still reaches it (it needs no permission bits), so `wg` keeps working; no one else does.
- */
-export function handSocketTo(who: RunAs, socketPath: string): void {
-  chownSync(socketPath, who.uid, who.gid);
 }

@@ -10,7 +10,14 @@
 import { lstatSync, opendirSync, unlinkSync } from "node:fs";
 import { connect } from "node:net";
 import { constants as osConstants } from "node:os";
-import { type DeviceInfo, type DeviceUpdate, formatSet, parseGet } from "../lib/uapi.ts";
+import {
+  type DeviceInfo,
+  type DeviceUpdate,
+  formatSet,
+  parseGet,
+  UapiReader,
+  type UapiRequest,
+} from "../lib/uapi.ts";
 
 /** Where UAPI sockets live (wireguard-tools ipc-uapi-unix.h, SOCK_PATH; wireguard-go ipc/uapi_linux.go). */
 export const SOCKET_DIR = "/var/run/wireguard";
@@ -80,6 +87,8 @@ export function uapiRequest(
 ): Promise<string> {
   // wg refuses a name with a slash (it would name another path) with EINVAL.
   if (ifname === "" || ifname.includes("/")) return Promise.reject(new InterfaceError(ifname, EINVAL));
+  const local = inProcess.get(ifname);
+  if (local) return Promise.resolve(answerLocally(local, request));
   const path = socketPath(ifname);
   try {
     if (!lstatSync(path).isSocket()) return Promise.reject(new InterfaceError(ifname, ENODEV));
@@ -125,6 +134,32 @@ export function uapiRequest(
       }
     });
   });
+}
+
+/** A UAPI handler served by this very process (`up -f` runs its daemon in-process), by interface name. */
+const inProcess = new Map<string, (req: UapiRequest) => string>();
+
+/**
+ * Lets this process's requests for `ifname` reach its own daemon without the socket: after `up -f --user` drops
+ * root, the root-owned socket would refuse them (and a container without CAP_CHOWN cannot hand it over), yet
+ * SIGHUP's reload and SaveConfig still need the daemon. Returns the function that withdraws it.
+ */
+export function serveInProcess(ifname: string, handle: (req: UapiRequest) => string): () => void {
+  inProcess.set(ifname, handle);
+  return () => {
+    if (inProcess.get(ifname) === handle) inProcess.delete(ifname);
+  };
+}
+
+/** Frames `request` as the server does and answers it with `handle`, reply after reply. */
+function answerLocally(handle: (req: UapiRequest) => string, request: string): string {
+  const reader = new UapiReader();
+  let reply = "";
+  for (const req of [...reader.push(request), ...reader.end()]) {
+    reply += handle(req);
+    if (req.op === "error") break;
+  }
+  return reply;
 }
 
 /** The interface's configuration and statistics (a UAPI get). Throws InterfaceError. */

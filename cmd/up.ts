@@ -25,7 +25,7 @@ import {
 } from "../lib/config.ts";
 import { configToUpdate, syncUpdate } from "../lib/setconf.ts";
 import { type Cidr, Endpoint, formatAddress } from "../lib/ip.ts";
-import { daemonMain, serve, SOCKET_DIR } from "./daemon.ts";
+import { daemonMain, serve } from "./daemon.ts";
 import { levelFromEnv, Logger, say, setLogInterface } from "./log.ts";
 import {
   loadState,
@@ -41,7 +41,7 @@ import {
 } from "./quick.ts";
 import { envHasConfig, readEnvConfig } from "./env_config.ts";
 import { readKeyFiles } from "./keyfiles.ts";
-import { becomeUser, handSocketTo, lookupUser, type RunAs } from "./privilege.ts";
+import { becomeUser, lookupUser, type RunAs } from "./privilege.ts";
 import { metricsAddressFromEnv, parseMetricsAddress } from "./metrics.ts";
 import { resolveEndpoint } from "./set.ts";
 import { uapiGet, uapiSet } from "./uapi_client.ts";
@@ -391,7 +391,6 @@ export async function upMain(args: string[]): Promise<number> {
       // Root's part is done; CAP_NET_ADMIN stays for fwmark and port changes, and for the take-down (rules,
       // the interface), whose programs (hooks, nft, iptables) get it too. The daemon runs in this process.
       step(`drop to user ${user.name} (uid ${user.uid}, gid ${user.gid}), keeping CAP_NET_ADMIN only`);
-      handSocketTo(user, `${SOCKET_DIR}/${ifname}.sock`);
       becomeUser(user, true);
     }
   } catch (e) {
