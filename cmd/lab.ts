@@ -13,7 +13,6 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
 import { resolve } from "node:path";
 import process from "node:process";
 import { clampPrivateKey, dhPublic } from "../lib/crypto.ts";
@@ -23,7 +22,8 @@ import { formatInterfaceAddress, type InterfaceAddress } from "../lib/config.ts"
 import type { Lab } from "../lib/lab.ts";
 import { LabError } from "../lib/lab.ts";
 import { parseLab } from "../lib/lab_parse.ts";
-import { type DeviceInfo, type DeviceUpdate, formatSet, parseGet } from "../lib/uapi.ts";
+import type { DeviceInfo, DeviceUpdate } from "../lib/uapi.ts";
+import { uapiGet, uapiSet } from "./uapi_client.ts";
 import { systemRng } from "./keys.ts";
 import { selfCommand } from "./daemon.ts";
 import {
@@ -97,43 +97,19 @@ const addrText = (a: InterfaceAddress) => formatInterfaceAddress(a).replace(/\/[
 
 // ---- UAPI through a socket path ----
 
-/** One UAPI exchange over the socket at `path` (the reply up to its blank line). */
-function uapiAt(path: string, request: string, timeoutMs = 10_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let reply = "";
-    const sock = connect(path);
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`${path}: no answer`));
-    }, timeoutMs);
-    const done = (err: Error | null) => {
-      clearTimeout(timer);
-      sock.destroy();
-      if (err) reject(err);
-      else resolve(reply);
-    };
-    sock.setEncoding("utf8");
-    sock.on("connect", () => sock.write(request));
-    sock.on("data", (d: string) => {
-      reply += d;
-      if (reply.includes("\n\n")) done(null);
-    });
-    sock.on("end", () => done(null));
-    sock.on("error", (e) => done(e));
-  });
-}
-
 async function labGet(w: StateWireguard): Promise<DeviceInfo> {
-  const r = parseGet(await uapiAt(`${w.socketDir}/${w.name}.sock`, "get=1\n\n"));
-  if (!r.ok) throw new StepError(`${w.node}:${w.name}: get: ${r.message}`);
-  return r.value;
+  try {
+    return await uapiGet(w.name, `${w.socketDir}/${w.name}.sock`);
+  } catch (e) {
+    throw new StepError(`${w.node}:${w.name}: get: ${(e as Error).message}`);
+  }
 }
 
 async function labSet(w: StateWireguard, update: DeviceUpdate): Promise<void> {
-  const reply = await uapiAt(`${w.socketDir}/${w.name}.sock`, `set=1\n${formatSet(update)}\n`);
-  const m = /^errno=(-?[0-9]+)$/m.exec(reply);
-  if (!m || Number(m[1]) !== 0) {
-    throw new StepError(`${w.node}:${w.name}: set: ${m ? `errno ${m[1]}` : reply}`);
+  try {
+    await uapiSet(w.name, update, `${w.socketDir}/${w.name}.sock`);
+  } catch (e) {
+    throw new StepError(`${w.node}:${w.name}: set: ${(e as Error).message}`);
   }
 }
 

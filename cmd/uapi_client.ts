@@ -78,18 +78,18 @@ const NODE_ERRNO: Record<string, number> = { ENOENT, EACCES, EPERM: 1, ECONNRESE
  * Sends one request (`get=1\n\n`, or `set=1\n` ... `\n`) and returns the reply up to and including the blank
  * line that ends it. A missing socket, or one nobody listens on any more, is ENODEV, what wg reports for an
  * interface that does not exist; like wg (ipc-uapi-unix.h), a socket refusing connections is a leftover of a
- * dead daemon and is removed.
+ * dead daemon and is removed. `path` is where the socket is when not in SOCKET_DIR (a lab node's own directory).
  */
 export function uapiRequest(
   ifname: string,
   request: string,
   timeoutMs = DEFAULT_TIMEOUT_MS,
+  path = socketPath(ifname),
 ): Promise<string> {
   // wg refuses a name with a slash (it would name another path) with EINVAL.
   if (ifname === "" || ifname.includes("/")) return Promise.reject(new InterfaceError(ifname, EINVAL));
-  const local = inProcess.get(ifname);
+  const local = path === socketPath(ifname) ? inProcess.get(ifname) : undefined;
   if (local) return Promise.resolve(answerLocally(local, request));
-  const path = socketPath(ifname);
   try {
     if (!lstatSync(path).isSocket()) return Promise.reject(new InterfaceError(ifname, ENODEV));
   } catch (e) {
@@ -163,8 +163,8 @@ function answerLocally(handle: (req: UapiRequest) => string, request: string): s
 }
 
 /** The interface's configuration and statistics (a UAPI get). Throws InterfaceError. */
-export async function uapiGet(ifname: string): Promise<DeviceInfo> {
-  const r = parseGet(await uapiRequest(ifname, "get=1\n\n"));
+export async function uapiGet(ifname: string, path = socketPath(ifname)): Promise<DeviceInfo> {
+  const r = parseGet(await uapiRequest(ifname, "get=1\n\n", DEFAULT_TIMEOUT_MS, path));
   if (!r.ok) throw new InterfaceError(ifname, r.errno);
   return r.value;
 }
@@ -173,8 +173,12 @@ export async function uapiGet(ifname: string): Promise<DeviceInfo> {
  * Applies an update (a UAPI set). Throws InterfaceError with the errno the daemon replied, e.g. EADDRINUSE
  * for a taken listen port, or EPROTO when the reply has no errno line.
  */
-export async function uapiSet(ifname: string, update: DeviceUpdate): Promise<void> {
-  const reply = await uapiRequest(ifname, `set=1\n${formatSet(update)}\n`);
+export async function uapiSet(
+  ifname: string,
+  update: DeviceUpdate,
+  path = socketPath(ifname),
+): Promise<void> {
+  const reply = await uapiRequest(ifname, `set=1\n${formatSet(update)}\n`, DEFAULT_TIMEOUT_MS, path);
   // wg reads `errno=N` and takes -N as the error (ipc-uapi.h); daemons write it negated, or 0.
   const m = /^errno=(-?[0-9]{1,10})$/m.exec(reply);
   if (!m) throw new InterfaceError(ifname, EPROTO);
