@@ -113,10 +113,12 @@ export enum Verdict {
   DropNotAllowed,
   /** A packet waiting for a session pushed out by newer ones (MAX_STAGED_PACKETS). */
   DropQueueFull,
+  /** A plaintext packet a {@link PacketHook} refused (a per-peer packet filter). */
+  DropFiltered,
 }
 
 /** How many verdicts there are: the length of `Device.verdicts`. */
-export const VERDICT_COUNT = Verdict.DropQueueFull + 1;
+export const VERDICT_COUNT = Verdict.DropFiltered + 1;
 
 /** Whether a verdict is a drop (anything but Send, Deliver, Queued and Handled). */
 export function isDrop(v: Verdict): boolean {
@@ -135,6 +137,18 @@ export const DROP_REASONS: readonly Verdict[] = Array.from({ length: VERDICT_COU
  */
 export interface DatagramSink {
   send(buf: Uint8Array, off: number, len: number, to: Source, inPlace: boolean): void;
+}
+
+/**
+ * Sees the plaintext packets the device routes: one from the TUN once its peer is chosen (before it is staged or
+ * encrypted), and one from a peer once cryptokey routing accepted it (before it goes to the TUN). Returning false
+ * drops the packet as Verdict.DropFiltered, and the hooks after it do not see it. Packet filters, per-connection
+ * statistics and capture are hooks (as Tailscale's tstun wraps its TUN with filter and capture functions); the
+ * packet is `buf[off, off+len)`, valid only during the call. With no hook installed the cost is one length test.
+ */
+export interface PacketHook {
+  outbound(peer: Peer, buf: Uint8Array, off: number, len: number): boolean;
+  inbound(peer: Peer, buf: Uint8Array, off: number, len: number): boolean;
 }
 
 /** A datagram kept by an {@link Outbox}. */
@@ -211,6 +225,8 @@ export class Device implements TimerActions<Peer> {
   /** Where every datagram goes; the data loop sets its send batch here. */
   sink: DatagramSink;
   readonly out: Output = { offset: 0, length: 0, endpoint: null, peer: null };
+  /** Called in order for every routed plaintext packet (see {@link PacketHook}); empty by default. */
+  readonly hooks: PacketHook[] = [];
   /** How many times each verdict was reached, indexed by Verdict: the drop counters are among them. */
   readonly verdicts = new Float64Array(VERDICT_COUNT);
   /** Handshake initiations sent, first tries and retransmissions alike (for metrics). */
@@ -401,6 +417,10 @@ export class Device implements TimerActions<Peer> {
     const peer = this.allowedIps.lookup(family, buf, off + (family === 4 ? IPV4_DST : IPV6_DST));
     if (!peer) return Verdict.DropNoRoute;
     if (!peer.endpoint) return Verdict.DropNoEndpoint;
+    const hooks = this.hooks;
+    for (let i = 0; i < hooks.length; i++) {
+      if (!hooks[i]!.outbound(peer, buf, off, len)) return Verdict.DropFiltered;
+    }
     const now = this.clock.now();
     const kp = peer.current;
     // Without a usable session the packet waits, and a handshake starts (paper 6.2 / the kernel's staging).
@@ -583,6 +603,10 @@ export class Device implements TimerActions<Peer> {
     // Cryptokey routing (paper 2): the inner source must be one of this peer's allowed IPs.
     const src2 = payload + (family === 4 ? IPV4_SRC : IPV6_SRC);
     if (this.allowedIps.lookup(family, buf, src2) !== peer) return Verdict.DropNotAllowed;
+    const hooks = this.hooks;
+    for (let i = 0; i < hooks.length; i++) {
+      if (!hooks[i]!.inbound(peer, buf, payload, ipLen)) return Verdict.DropFiltered;
+    }
     this.out.offset = payload;
     this.out.length = ipLen;
     this.out.endpoint = peer.endpoint;
