@@ -75,8 +75,11 @@ if (DenoNs === undefined && BunNs === undefined) {
 }
 
 // bun:ffi is only importable under Bun; the specifier is kept out of static analysis so Deno never resolves it.
+// It is loaded with Bun's synchronous `require`, not a top-level `await import()`: `bun build --compile
+// --bytecode` (scripts/compile.ts) refuses a bundle with a top-level await, and bytecode halves the daemon's
+// start (start → UAPI 54 → 29 ms, issue 13). Deno never takes this branch.
 const bunFfiSpecifier = "bun:ffi";
-const bunFfi: Any = BunNs !== undefined && DenoNs === undefined ? await import(bunFfiSpecifier) : undefined;
+const bunFfi: Any = BunNs !== undefined && DenoNs === undefined ? require(bunFfiSpecifier) : undefined;
 
 /** True when symbols marked `nonblocking` really run off the JavaScript thread (Deno), false on Bun. */
 export const nonblockingCalls: boolean = runtimeName === "deno";

@@ -90,13 +90,27 @@ function smokeTest(bin: string): void {
   }
 }
 
+/** Why the last bun build fell back to plain source (no bytecode), for the report; null when it did not. */
+let bytecodeFailure: string | null = null;
+
 function build(builder: Builder, out: string): void {
+  bytecodeFailure = null;
   if (builder === "deno") {
     // -A: the daemon opens libc through FFI, which grants everything anyway; narrower flags would only be a
     // list to keep in step with the code (it also reads env, spawns itself, and serves a unix socket).
     run(tool("deno"), ["compile", "-A", "--quiet", "--output", out, MAIN], DENO_TIMEOUT_MS);
   } else {
-    run(tool("bun"), ["build", "--compile", MAIN, "--outfile", out], BUN_TIMEOUT_MS);
+    // --bytecode: JavaScriptCore's bytecode is stored in the binary instead of being parsed from source at each
+    // start; `genkey` took 30 ms without it and 10 ms with it, start → UAPI answers 54 → 29 ms (issue 13). It
+    // needs a bundle without top-level await or import.meta (see main.ts and ffi/runtime.ts).
+    // A bundle that cannot be made bytecode (a top-level await crept in) is still built, from source.
+    try {
+      run(tool("bun"), ["build", "--compile", "--bytecode", MAIN, "--outfile", out], BUN_TIMEOUT_MS);
+    } catch (e) {
+      if (!(e instanceof BuildError)) throw e;
+      bytecodeFailure = e.message;
+      run(tool("bun"), ["build", "--compile", MAIN, "--outfile", out], BUN_TIMEOUT_MS);
+    }
   }
   smokeTest(out);
 }
@@ -114,6 +128,9 @@ export function compile(out: string, builders: Builder[]): { builder: Builder; f
     try {
       build(builder, tmp);
       renameSync(tmp, out);
+      if (bytecodeFailure !== null) {
+        failures.push(`bun build --compile --bytecode failed, built without bytecode: ${bytecodeFailure}`);
+      }
       return { builder, failures };
     } catch (e) {
       if (!(e instanceof BuildError)) throw e;
@@ -152,7 +169,11 @@ if (import.meta.main) {
   const out = resolve(values.out);
   try {
     const { builder, failures } = compile(out, builders);
-    const how = builder === "deno" ? "deno compile" : "bun build --compile";
+    const how = builder === "deno"
+      ? "deno compile"
+      : failures.some((f) => f.includes("--bytecode"))
+      ? "bun build --compile"
+      : "bun build --compile --bytecode";
     const why = failures.length ? ` (${failures.join("; ")})` : "";
     process.stdout.write(`compile: built ${out} with ${how}${why}\n`);
   } catch (e) {
