@@ -11,6 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import {
   ConfigError,
   type EndpointSpec,
+  formatCidrLikeWg,
   formatEndpointSpec,
   literalEndpoint,
   parseEndpointSpec,
@@ -19,18 +20,20 @@ import {
 import { detectFormat, parseConfig } from "../lib/configfile.ts";
 import { configToUpdate, syncUpdate } from "../lib/setconf.ts";
 import { type Cidr, Endpoint, parseCidr } from "../lib/ip.ts";
+import { type AllowedIpChange, isIncremental } from "../lib/allowedips.ts";
 import { type DeviceUpdate, type PeerUpdate } from "../lib/uapi.ts";
 import { keyFromBase64 } from "../lib/encoding.ts";
 import { systemErrorText, uapiGet, uapiSet } from "./uapi_client.ts";
 
 const SET_USAGE =
-  `Usage: typetun set <interface> [listen-port <port>] [fwmark <mark>] [private-key <file path>] [peer <base64 public key> [remove] [preshared-key <file path>] [endpoint <ip>:<port>] [persistent-keepalive <interval seconds>] [allowed-ips <ip1>/<cidr1>[,<ip2>/<cidr2>]...] ]...
+  `Usage: typetun set <interface> [listen-port <port>] [fwmark <mark>] [private-key <file path>] [peer <base64 public key> [remove] [preshared-key <file path>] [endpoint <ip>:<port>] [persistent-keepalive <interval seconds>] [allowed-ips [+|-]<ip1>/<cidr1>[,[+|-]<ip2>/<cidr2>]...] ]...
 `;
 
 const SET_HELP = `${SET_USAGE}
 Changes the configuration of an interface, as wg set: keys are read from files (an empty file, such as
 /dev/null, removes the key), "fwmark off" and "persistent-keepalive off" turn those off, "allowed-ips"
-replaces the peer's list (an empty list removes them all), "remove" removes the peer. Endpoints may name a
+replaces the peer's list (an empty list removes them all) unless an entry starts with + (add it) or - (remove
+it): then the other allowed IPs stay, as with current wg. "remove" removes the peer. Endpoints may name a
 host; it is resolved once, now (WG_ENDPOINT_RESOLUTION_RETRIES, default 15, or "infinity", as for wg).
 `;
 
@@ -112,18 +115,37 @@ function parseKeepalive(s: string): number {
   return Number(s);
 }
 
-/** `allowed-ips` as wg reads it (config.c, parse_allowedips): spaces removed, comma-separated, may be empty. */
-function parseAllowedIps(s: string): Cidr[] {
+/**
+ * `allowed-ips` as current wg reads it (config.c, parse_allowedips, v1.0.20260223): spaces removed,
+ * comma-separated, may be empty; an entry may start with `+` (add) or `-` (remove), and one such entry makes
+ * the whole argument incremental (no replace_allowed_ips).
+ */
+export function parseAllowedIps(s: string): AllowedIpChange[] {
   const v = s.replace(/\s+/g, "");
   if (v === "") return [];
-  return v.split(",").map((item) => {
+  return v.split(",").map((entry) => {
+    const op = entry[0] === "+" || entry[0] === "-" ? entry[0] : undefined;
+    const item = op ? entry.slice(1) : entry;
     const slash = item.indexOf("/");
     const ip = slash < 0 ? item : item.slice(0, slash);
     if (ip.includes("%") || !parseCidr(ip)) throw new UsageError(`Unable to parse IP address: \`${ip}'`);
     const c = slash < 0 || /^[0-9]+$/.test(item.slice(slash + 1)) ? parseCidr(item) : null;
     if (!c) throw new UsageError(`AllowedIP is not in the correct format: \`${item}'`);
-    return c;
+    return op ? { ...c, op } : c;
   });
+}
+
+/** Current wg's warning for a prefix written with host bits (they are ignored: 10.0.0.5/24 is 10.0.0.0/24). */
+export function warnHostBits(list: readonly Cidr[]): void {
+  for (const c of list) {
+    const bits = c.addr.length * 8;
+    for (let i = c.prefixLen; i < bits; i++) {
+      if (c.addr[i >> 3]! & (0x80 >> (i & 7))) {
+        process.stderr.write(`Warning: AllowedIP has nonzero host part: ${formatCidrLikeWg(c)}\n`);
+        break;
+      }
+    }
+  }
 }
 
 /** An `endpoint` argument, with wg's messages for the ways it can be malformed (config.c, parse_endpoint). */
@@ -219,8 +241,11 @@ export async function parseSetArgs(argv: string[]): Promise<DeviceUpdate> {
     } else if (a === "endpoint" && has && peer) {
       peer.endpoint = await resolveEndpoint(endpointArg(value));
     } else if (a === "allowed-ips" && has && peer) {
-      peer.replaceAllowedIps = true;
-      peer.allowedIps.push(...parseAllowedIps(value));
+      // As wg: the last allowed-ips argument of a peer decides; `+`/`-` in it makes the change incremental.
+      const list = parseAllowedIps(value);
+      warnHostBits(list);
+      peer.replaceAllowedIps = !isIncremental(list);
+      peer.allowedIps.push(...list);
     } else if (a === "persistent-keepalive" && has && peer) peer.persistentKeepalive = parseKeepalive(value);
     else if (a === "preshared-key" && has && peer) peer.presharedKey = readKeyFile(value);
     else throw new UsageError(`Invalid argument: ${a}`);
@@ -294,6 +319,7 @@ export async function setconfMain(cmd: "setconf" | "addconf" | "syncconf", args:
   let update: DeviceUpdate;
   try {
     const cfg = readConfigFile(path, { wgOnly: true });
+    for (const p of cfg.peers) warnHostBits(p.allowedIps);
     update = await updateFromConfig(cfg, cmd === "addconf" ? "add" : "set");
   } catch (e) {
     if (!(e instanceof UsageError || e instanceof ConfigError)) throw e;

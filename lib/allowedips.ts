@@ -11,6 +11,19 @@
  */
 import type { Cidr, Family } from "./ip.ts";
 
+/**
+ * An allowed IP as a change: a prefix to add, or, with `op: "-"`, one to take away from the peer (UAPI
+ * `allowed_ip=-PREFIX`, `wg set ... allowed-ips -PREFIX`, current wireguard-tools and wireguard-go). `op: "+"`
+ * adds too; it only records that the entry was written `+PREFIX`, which makes a `wg set` argument or a config
+ * file's AllowedIPs incremental (the peer's other prefixes stay) and is written back as it was read.
+ */
+export type AllowedIpChange = Cidr & { readonly op?: "+" | "-" };
+
+/** True if any entry carries a `+` or `-`: the list changes the peer's prefixes instead of replacing them. */
+export function isIncremental(list: readonly AllowedIpChange[]): boolean {
+  return list.some((c) => c.op !== undefined);
+}
+
 class Node<T> {
   /** The prefix, host bits cleared; 4 or 16 bytes. */
   readonly key: Uint8Array;

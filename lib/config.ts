@@ -12,6 +12,7 @@
  */
 
 import { keyFromBase64, keyToBase64, keyToHex } from "./encoding.ts";
+import type { AllowedIpChange } from "./allowedips.ts";
 import {
   type Cidr,
   Endpoint,
@@ -59,8 +60,12 @@ export interface PeerConfig {
   endpoint?: EndpointSpec;
   /** Seconds; 0 = off. Undefined when the file does not say (syncconf then turns a running one off). */
   persistentKeepalive?: number;
-  /** A `[Peer]` section always replaces the peer's allowed IPs, even when this is empty (wg(8) setconf). */
-  allowedIps: Cidr[];
+  /**
+   * A `[Peer]` section replaces the peer's allowed IPs, even when this is empty (wg(8) setconf), unless an
+   * entry is written `+PREFIX` or `-PREFIX` (`op`): then, as current wg(8), the entries add and remove one by
+   * one and the peer's other prefixes stay.
+   */
+  allowedIps: AllowedIpChange[];
 }
 
 /** One configuration file. Undefined fields were not given; lists are empty when not given. */
@@ -280,9 +285,11 @@ export class Builder {
       case "AllowedIPs":
         if (v === "" && (joined || value === "")) return; // `AllowedIPs =` is an empty list, as in wg(8)
         for (const item of v.split(",")) {
-          const c = parseAllowedIp(item);
+          // Current wg(8) (v1.0.20260223) takes `+PREFIX` and `-PREFIX` (config.c, parse_allowedips).
+          const op = item[0] === "+" || item[0] === "-" ? item[0] : undefined;
+          const c = parseAllowedIp(op ? item.slice(1) : item);
           if (!c) this.fail(line, `bad CIDR ${quote(item)} in AllowedIPs (expected address/length)`);
-          peer!.allowedIps.push(c);
+          peer!.allowedIps.push(op ? { ...c, op } : c);
         }
         return;
       case "Endpoint": {
@@ -534,7 +541,7 @@ export const PEER_OUT: Out<PeerConfig> = [
   ["PublicKey", (p) => key(p.publicKey)],
   ["PresharedKey", (p) => p.presharedKeyFile ? null : key(p.presharedKey)],
   ["PresharedKeyFile", (p) => text(p.presharedKeyFile?.path)],
-  ["AllowedIPs", (p) => list(p.allowedIps.map(formatCidrLikeWg), true)],
+  ["AllowedIPs", (p) => list(p.allowedIps.map((c) => (c.op ?? "") + formatCidrLikeWg(c)), true)],
   ["Endpoint", (p) => p.endpoint ? text(formatEndpointSpec(p.endpoint)) : null],
   ["PersistentKeepalive", (p) => num(p.persistentKeepalive, { zeroIsOff: true })],
 ];
@@ -568,8 +575,8 @@ export function sameConfig(a: WgConfig, b: WgConfig): boolean {
 function canonical(c: WgConfig): string {
   const bytes = (k: Uint8Array | undefined) => k === undefined ? null : Array.from(k);
   const cidr = (
-    x: { family: number; addr: Uint8Array; prefixLen: number },
-  ) => [x.family, bytes(x.addr), x.prefixLen];
+    x: { family: number; addr: Uint8Array; prefixLen: number; op?: string },
+  ) => [x.family, bytes(x.addr), x.prefixLen, ...(x.op ? [x.op] : [])];
   return JSON.stringify([
     bytes(c.privateKey),
     c.privateKeyFile?.path ?? null,

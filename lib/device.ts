@@ -365,7 +365,10 @@ export class Device implements TimerActions<Peer> {
       if (u.presharedKey !== undefined) peer.handshake.setPresharedKey(u.presharedKey);
       if (u.endpoint !== undefined) peer.endpoint = u.endpoint;
       if (u.replaceAllowedIps) this.allowedIps.removeByPeer(peer);
-      for (const c of u.allowedIps) this.allowedIps.insert(c, peer);
+      for (const c of u.allowedIps) {
+        if (c.op === "-") this.allowedIps.remove(c, peer); // a prefix the peer does not own: nothing to do
+        else this.allowedIps.insert(c, peer);
+      }
       if (u.persistentKeepalive !== undefined) {
         const wasOff = peer.persistentKeepalive === 0;
         peer.persistentKeepalive = u.persistentKeepalive;

@@ -15,6 +15,7 @@ import {
   type WgConfig,
 } from "./config.ts";
 import { keyToHex } from "./encoding.ts";
+import { isIncremental } from "./allowedips.ts";
 import type { Endpoint } from "./ip.ts";
 import type { DeviceInfo, DeviceUpdate, PeerUpdate } from "./uapi.ts";
 
@@ -42,7 +43,9 @@ export function configFromDevice(info: DeviceInfo): WgConfig {
  * - `set` (`setconf`, and `wg-quick up`): the file is the whole configuration: replace_peers, and the private
  *   key, listen port and fwmark are always sent, as zero/0/0 when the file has none;
  * - `add` (`addconf`): only what the file says; peers are added or updated.
- * Every peer replaces its allowed IPs. wg-quick keys are ignored (the caller applies them).
+ * Every peer replaces its allowed IPs, unless its AllowedIPs carry a `+` or `-` entry: then they are added and
+ * removed one by one (`allowed_ip=-PREFIX`), as current wg(8) does. wg-quick keys are ignored (the caller
+ * applies them).
  *
  * @param resolve the endpoint for a spec; the default takes IP literals and throws on host names, so cmd/
  *   resolves names first and passes a lookup.
@@ -72,7 +75,7 @@ export function configToUpdate(
       publicKey: p.publicKey,
       remove: false,
       updateOnly: false,
-      replaceAllowedIps: true,
+      replaceAllowedIps: !isIncremental(p.allowedIps),
       allowedIps: [...p.allowedIps],
     };
     if (p.presharedKey) peer.presharedKey = p.presharedKey;

@@ -17,6 +17,7 @@ import { isZero } from "./crypto.ts";
 import { type Cidr, type Endpoint, formatCidr, parseCidr, parseEndpoint } from "./ip.ts";
 import { NOISE_PUBLIC_KEY_LEN } from "./messages.ts";
 import { keyFromHex, keyToHex } from "./encoding.ts";
+import type { AllowedIpChange } from "./allowedips.ts";
 
 // ---- Errno values (Linux <errno.h>) ----
 // wireguard-go ipc/uapi_unix.go: IpcErrorIO = -EIO, IpcErrorProtocol = -EPROTO, IpcErrorInvalid = -EINVAL,
@@ -52,8 +53,11 @@ export interface PeerUpdate {
   persistentKeepalive?: number;
   /** `replace_allowed_ips=true`: drop the peer's allowed IPs before adding `allowedIps`. */
   replaceAllowedIps: boolean;
-  /** Prefixes to add, in order. Those given before `replace_allowed_ips` in the section are already left out. */
-  allowedIps: Cidr[];
+  /**
+   * Prefixes to add, or with `op: "-"` to remove (`allowed_ip=-PREFIX`), applied in order. Those given before
+   * `replace_allowed_ips` in the section are already left out.
+   */
+  allowedIps: AllowedIpChange[];
 }
 
 /** A whole set request. Peers appear in request order; the same key may appear in several sections. */
@@ -222,9 +226,12 @@ function peerLine(p: PeerUpdate, key: string, value: string): UapiError | null {
       p.allowedIps = [];
       return null;
     case "allowed_ip": {
-      const cidr = parseAllowedIp(value);
-      if (!cidr) return fail(EINVAL, `invalid allowed_ip ${quote(value)} (address/length)`);
-      p.allowedIps.push(cidr);
+      // `-PREFIX` removes the prefix from this peer (current wireguard-go, device/uapi.go); a prefix the peer
+      // does not own is no error and changes nothing. wireguard-go knows no `+`.
+      const remove = value.startsWith("-");
+      const cidr = parseAllowedIp(remove ? value.slice(1) : value);
+      if (!cidr) return fail(EINVAL, `invalid allowed_ip ${quote(value)} ([-]address/length)`);
+      p.allowedIps.push(remove ? { ...cidr, op: "-" } : cidr);
       return null;
     }
     case "protocol_version":
@@ -255,7 +262,7 @@ export function formatSet(update: DeviceUpdate): string {
       out += `persistent_keepalive_interval=${p.persistentKeepalive}\n`;
     }
     if (p.replaceAllowedIps) out += "replace_allowed_ips=true\n";
-    for (const c of p.allowedIps) out += `allowed_ip=${formatCidr(c)}\n`;
+    for (const c of p.allowedIps) out += `allowed_ip=${c.op === "-" ? "-" : ""}${formatCidr(c)}\n`;
   }
   return out;
 }
