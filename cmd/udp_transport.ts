@@ -3,6 +3,10 @@
  * send batch (sendmmsg, consecutive datagrams to one endpoint as one UDP GSO message) and a receive batch
  * (recvmmsg, UDP GRO messages split back into datagrams). GSO and GRO stay inside: the loop sees datagrams.
  *
+ * Sticky source addresses: a received datagram's Source carries the local address it was sent to (PKTINFO),
+ * which the Device keeps with the peer's Endpoint; datagrams to that Endpoint leave from that address. When the
+ * kernel refuses it (the address was removed), the batch sends without it and the Endpoint forgets it.
+ *
  * The send batch is the Device's sink. A datagram the Device built in place, at the place {@link reserve}
  * gave out, is queued where it lies; any other (a handshake, a cookie reply, a staged packet) is copied in.
  * @module
@@ -10,6 +14,7 @@
 import type { Source } from "../lib/cookie.ts";
 import { copyBytes } from "../lib/bytes.ts";
 import type { DatagramSink } from "../lib/device.ts";
+import { Endpoint } from "../lib/ip.ts";
 import { DATA_OVERHEAD } from "../lib/messages.ts";
 import { MAX_PACKET } from "../ffi/tun.ts";
 import { GroRecvBatch, GsoSendBatch, UdpBind, type UdpSocket } from "../ffi/udp.ts";
@@ -41,7 +46,12 @@ export class UdpTransport implements DatagramTransport, DatagramSink {
   readonly #slot6: number;
   readonly #send = new GsoSendBatch(SEND_MESSAGES, SEND_BYTES);
   readonly #recv = new GroRecvBatch(RECV_MESSAGES, RECV_SLOT);
-  readonly #src: { addr: Uint8Array; port: number } = { addr: new Uint8Array(4), port: 0 };
+  readonly #src: { addr: Uint8Array; port: number; local: Uint8Array; ifindex: number } = {
+    addr: new Uint8Array(4),
+    port: 0,
+    local: new Uint8Array(0),
+    ifindex: 0,
+  };
   /** Which socket the next receive looks at in this round: 0 IPv4, 1 IPv6, 2 none left. */
   #turn = 0;
 
@@ -50,6 +60,7 @@ export class UdpTransport implements DatagramTransport, DatagramSink {
     this.#poller = poller;
     this.#slot4 = poller.watch(bind.v4?.fd ?? -1);
     this.#slot6 = poller.watch(bind.v6?.fd ?? -1);
+    this.#send.onSourceGone = forgetSource;
   }
 
   /** The sockets (their port, offloads, fwmark). */
@@ -95,7 +106,7 @@ export class UdpTransport implements DatagramTransport, DatagramSink {
       if (!batch.room(len)) batch.send(this.#bind);
       copyBytes(buf, off, batch.data, batch.cursor, len);
     }
-    batch.push(len, to.addr.length === 4 ? 4 : 6, to.addr, to.port);
+    batch.push(len, to.addr.length === 4 ? 4 : 6, to.addr, to.port, to.local, to.ifindex, to);
   }
 
   flush(): void {
@@ -131,6 +142,13 @@ export class UdpTransport implements DatagramTransport, DatagramSink {
     const src = this.#src;
     src.addr = this.#recv.address(i);
     src.port = this.#recv.port(i);
+    src.local = this.#recv.local(i);
+    src.ifindex = this.#recv.ifindex(i);
     return src;
   }
+}
+
+/** A peer's sticky source was refused by the kernel (the address is gone): routing chooses from now on. */
+function forgetSource(owner: object): void {
+  if (owner instanceof Endpoint) owner.clearLocal();
 }

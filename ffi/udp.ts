@@ -14,6 +14,12 @@
  *   peer see ordinary datagrams. {@link GsoSendBatch} groups datagrams into such messages.
  * - UDP GRO (UDP_GRO, Linux 5.0): the kernel may hand over several datagrams of one flow as one buffer, with
  *   a UDP_GRO cmsg giving the segment size. {@link GroRecvBatch} splits them again.
+ *
+ * Sticky source addresses, as the kernel module and wireguard-go's StdNetBind keep them: every socket asks for
+ * IP_PKTINFO / IPV6_RECVPKTINFO (ip(7), ipv6(7)), so {@link GroRecvBatch} tells which local address (and
+ * interface) each datagram arrived at; {@link GsoSendBatch} sends a message from a given local address with an
+ * IP_PKTINFO / IPV6_PKTINFO cmsg, and when that address is gone (EINVAL, EADDRNOTAVAIL, ENODEV) sends it again
+ * without one and reports the owner of the source, which forgets it.
  * @module
  */
 
@@ -40,6 +46,8 @@ import {
   EIO,
   EMSGSIZE,
   encodeMmsghdr,
+  ENETUNREACH,
+  ENODEV,
   ENOPROTOOPT,
   EOPNOTSUPP,
   EPERM,
@@ -50,6 +58,7 @@ import {
   libc,
   MMSG_LEN,
   MMSGHDR_SIZE,
+  MSG_CONTROL,
   MSG_CONTROLLEN,
   MSG_DONTWAIT,
   MSG_FLAGS,
@@ -84,6 +93,18 @@ export const SOCKET_BUFFER_SIZE = 7 << 20;
 /** MSG_TRUNC in msg_flags: the datagram was longer than the buffer. */
 export const MSG_TRUNC = 0x20;
 const BIND_RETRIES = 32;
+/** ip(7): IP_PKTINFO at level IPPROTO_IP (SOL_IP) asks for, and sends with, a struct in_pktinfo. */
+export const IPPROTO_IP = 0;
+export const IP_PKTINFO = 8;
+/** ipv6(7): IPV6_RECVPKTINFO asks for an IPV6_PKTINFO cmsg (struct in6_pktinfo) on every received datagram. */
+export const IPV6_RECVPKTINFO = 49;
+export const IPV6_PKTINFO = 50;
+/** struct in_pktinfo: int ipi_ifindex, in_addr ipi_spec_dst (the local address), in_addr ipi_addr. */
+const IN_PKTINFO_SIZE = 12;
+/** struct in6_pktinfo: in6_addr ipi6_addr, int ipi6_ifindex. */
+const IN6_PKTINFO_SIZE = 20;
+/** An empty address: no sticky source. */
+const NO_LOCAL = new Uint8Array(0);
 /** Bytes reserved per message for its socket address (sockaddr_in6 is 28). */
 const NAME_STRIDE = 32;
 
@@ -133,6 +154,7 @@ export class UdpSocket {
   readonly #nameLen = new Uint32Array(1);
   #gso = false;
   #gro = false;
+  #pktinfo = false;
 
   constructor(fd: number, family: 4 | 6) {
     this.#fd = fd;
@@ -159,6 +181,7 @@ export class UdpSocket {
       sock.setBufferSizes(SOCKET_BUFFER_SIZE);
       if (offloads.gso) sock.enableGso();
       if (offloads.gro) sock.enableGro();
+      sock.enablePktinfo();
     } catch (e) {
       sock.close();
       throw e;
@@ -235,6 +258,24 @@ export class UdpSocket {
   enableGro(): boolean {
     this.#gro = trySetSockOptInt(this.#fd, SOL_UDP, UDP_GRO, 1) === 0;
     return this.#gro;
+  }
+
+  /**
+   * Asks the kernel to say, with each received datagram, which local address it was sent to and on which
+   * interface (IP_PKTINFO; IPV6_RECVPKTINFO), for sticky source addresses. A refusal leaves it off: replies
+   * then leave from whatever address the routing table picks.
+   * @returns whether it is now on
+   */
+  enablePktinfo(): boolean {
+    this.#pktinfo = this.family === 4
+      ? trySetSockOptInt(this.#fd, IPPROTO_IP, IP_PKTINFO, 1) === 0
+      : trySetSockOptInt(this.#fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1) === 0;
+    return this.#pktinfo;
+  }
+
+  /** Whether received datagrams carry their local address (see {@link UdpSocket.enablePktinfo}). */
+  get pktinfo(): boolean {
+    return this.#pktinfo;
   }
 
   /** Sets SO_MARK (the fwmark routing rules can match); 0 clears it. */
@@ -377,11 +418,21 @@ export const GSO_MAX_SEGMENTS = 64;
 export const GRO_MAX_SEGMENTS = 128;
 /** Control bytes per GSO message: one cmsghdr carrying the u16 segment size, CMSG_SPACE(2) = 24 on 64-bit. */
 const GSO_CONTROL = cmsgSpace(2);
+/** CMSG_SPACE of the source cmsgs: IP_PKTINFO 32, IPV6_PKTINFO 40. */
+const PKTINFO4_SPACE = cmsgSpace(IN_PKTINFO_SIZE);
+const PKTINFO6_SPACE = cmsgSpace(IN6_PKTINFO_SIZE);
 /**
- * Control bytes per received message: the UDP_GRO cmsg needs CMSG_SPACE(sizeof(int)) = 24; the rest leaves
- * room for another (IP_PKTINFO takes 32) before the kernel would cut them (MSG_CTRUNC).
+ * Control bytes per message sent: a source cmsg ending where the UDP_SEGMENT one begins, so that either,
+ * both or neither make one contiguous control buffer: `[IPV6_PKTINFO 0..40 | IP_PKTINFO 8..40][UDP_SEGMENT
+ * 40..64]`, msg_control pointing at the first one used.
  */
-const GRO_CONTROL = 64;
+const SEND_PKTINFO_END = PKTINFO6_SPACE;
+const SEND_CONTROL = SEND_PKTINFO_END + GSO_CONTROL;
+/**
+ * Control bytes per received message: the UDP_GRO cmsg needs CMSG_SPACE(sizeof(int)) = 24 and IPV6_PKTINFO
+ * 40 (IP_PKTINFO 32); the rest is headroom before the kernel would cut them (MSG_CTRUNC).
+ */
+const GRO_CONTROL = 96;
 /** Datagrams per sendmmsg when a GSO message is sent one datagram at a time. */
 const SPLIT_BATCH = 64;
 
@@ -399,6 +450,17 @@ function refusesGso(e: number): boolean {
 /** Whether a GSO refusal will repeat for every message on the socket, so GSO is turned off for good. */
 function refusesGsoForGood(e: number): boolean {
   return e === EIO || e === ENOPROTOOPT || e === EOPNOTSUPP;
+}
+
+/**
+ * Whether an errno from a message with a source cmsg may mean that the source address is no longer ours:
+ * ENETUNREACH (ip_route_output_key_hash_rcu() finds no device with that IPv4 source; older kernels said
+ * EINVAL), EINVAL (ip6_datagram_send_ctl() finds no such IPv6 address), EADDRNOTAVAIL, ENODEV (the interface
+ * is gone). The kernel module and wireguard-go then forget the source and send again without it; when the
+ * network really is unreachable, the retry fails as well and the next datagram from the peer sets it again.
+ */
+function refusesSource(e: number): boolean {
+  return e === EINVAL || e === ENETUNREACH || e === EADDRNOTAVAIL || e === ENODEV;
 }
 
 /**
@@ -449,12 +511,17 @@ class MsgArrays {
 
 /**
  * Datagrams to send, laid out back to back in one pinned buffer and grouped into GSO messages: consecutive
- * datagrams to the same destination with the same length (the last of a group may be shorter) go out as one
- * sendmsg with a UDP_SEGMENT cmsg (udp(7)), and the kernel cuts them apart again. All messages go out with
- * sendmmsg, in runs of one family. Nothing is copied and nothing is allocated per datagram or per call.
+ * datagrams to the same destination, from the same source, with the same length (the last of a group may be
+ * shorter) go out as one sendmsg with a UDP_SEGMENT cmsg (udp(7)), and the kernel cuts them apart again. All
+ * messages go out with sendmmsg, in runs of one family. Nothing is copied and nothing is allocated per
+ * datagram or per call.
  *
  * Use, per datagram: `if (!batch.room(max)) batch.send(bind)`; write the datagram at `batch.cursor` in
  * `batch.data` (e.g. encrypt in place there); `batch.push(len, family, addr, port)`. Then `batch.send(bind)`.
+ *
+ * A datagram pushed with a `local` address leaves from it (IP_PKTINFO / IPV6_PKTINFO): the sticky source.
+ * When the kernel refuses that address (it is gone), the message is sent again without it and
+ * {@link GsoSendBatch.onSourceGone} is called with the `owner` given to push, once per message.
  *
  * On a socket without GSO (not asked for, not supported, or turned off after EIO) each message is sent as its
  * datagrams, one mmsghdr each, so callers need not care whether GSO is on.
@@ -466,6 +533,10 @@ export class GsoSendBatch {
   readonly maxMessages: number;
   /** Most segments per GSO message. */
   readonly maxSegments: number;
+  /** Called with a message's owner (see push) when its source address was refused and dropped. */
+  onSourceGone: ((owner: object) => void) | null = null;
+  /** Messages whose source address the kernel refused (they were sent again without it). */
+  sourceRefusals = 0;
   #cursor = 0;
   #messages = 0;
   #datagrams = 0;
@@ -479,15 +550,25 @@ export class GsoSendBatch {
   readonly #segments: Int32Array;
   readonly #family: Uint8Array;
   readonly #closed: Uint8Array;
-  /** Per message a sockaddr, an iovec, an mmsghdr and a UDP_SEGMENT cmsg. */
+  // Per message: the length of its source address (0 none, 4, 16; the cmsg holds the bytes), the interface
+  // in that cmsg, and who to tell when the source is refused.
+  readonly #localLen: Uint8Array;
+  readonly #ifindex: Int32Array;
+  readonly #owner: (object | null)[];
+  /** Per message a sockaddr, an iovec, an mmsghdr, a source cmsg and a UDP_SEGMENT cmsg. */
   readonly #msgs: MsgArrays;
   /** Single-datagram mmsghdrs for sending messages one datagram at a time (addresses point into #msgs). */
   readonly #split: MsgArrays;
-  // Addresses of `data` and `names` as 32-bit halves, to write pointers without BigInt (setPointer).
+  /** For each entry of #split, the message its datagram belongs to. */
+  readonly #splitOf: Int32Array;
+  // Addresses of `data`, `names` and the control blocks as 32-bit halves, to write pointers without BigInt
+  // (setPointer).
   readonly #dataLo: number;
   readonly #dataHi: number;
   readonly #namesLo: number;
   readonly #namesHi: number;
+  readonly #controlLo: number;
+  readonly #controlHi: number;
 
   /**
    * @param messages most GSO messages per batch (each holds up to `maxSegments` datagrams)
@@ -513,17 +594,23 @@ export class GsoSendBatch {
     this.#segments = new Int32Array(messages);
     this.#family = new Uint8Array(messages);
     this.#closed = new Uint8Array(messages);
-    this.#msgs = new MsgArrays(messages, { names: true, control: GSO_CONTROL });
+    this.#localLen = new Uint8Array(messages);
+    this.#ifindex = new Int32Array(messages);
+    this.#owner = new Array<object | null>(messages).fill(null);
+    this.#msgs = new MsgArrays(messages, { names: true, control: SEND_CONTROL });
     this.#split = new MsgArrays(SPLIT_BATCH, { names: false, control: 0 });
+    this.#splitOf = new Int32Array(SPLIT_BATCH);
     ({ lo: this.#dataLo, hi: this.#dataHi } = addressHalves(addressOf(this.data)));
     ({ lo: this.#namesLo, hi: this.#namesHi } = addressHalves(addressOf(this.#msgs.names)));
+    ({ lo: this.#controlLo, hi: this.#controlHi } = addressHalves(addressOf(this.#msgs.control)));
     const control = this.#msgs.controlView;
     for (let m = 0; m < messages; m++) {
       // The cmsg header never changes; its u16 and msg_controllen are set per send. The kernel's
       // udp_cmsg_send() wants cmsg_len to be exactly CMSG_LEN(sizeof(__u16)) = 18.
-      setSize(control, m * GSO_CONTROL + CMSG_LEN_AT, cmsgLen(2));
-      control.setInt32(m * GSO_CONTROL + CMSG_LEVEL_AT, SOL_UDP, true);
-      control.setInt32(m * GSO_CONTROL + CMSG_TYPE_AT, UDP_SEGMENT, true);
+      const gso = m * SEND_CONTROL + SEND_PKTINFO_END;
+      setSize(control, gso + CMSG_LEN_AT, cmsgLen(2));
+      control.setInt32(gso + CMSG_LEVEL_AT, SOL_UDP, true);
+      control.setInt32(gso + CMSG_TYPE_AT, UDP_SEGMENT, true);
     }
   }
 
@@ -552,20 +639,34 @@ export class GsoSendBatch {
 
   /**
    * Queues the datagram written at `[cursor, cursor + len)` for `addr`:`port` and moves the cursor past it. It
-   * joins the current message as one more GSO segment when it goes to the same destination, is no longer
-   * than the message's segment size, and the message stays within {@link GSO_MAX_BYTES} and `maxSegments`;
-   * a shorter datagram closes the message, since the kernel lets only the last segment be shorter. Otherwise
-   * it starts a new message.
+   * joins the current message as one more GSO segment when it goes to the same destination from the same
+   * source, is no longer than the message's segment size, and the message stays within {@link GSO_MAX_BYTES}
+   * and `maxSegments`; a shorter datagram closes the message, since the kernel lets only the last segment be
+   * shorter. Otherwise it starts a new message.
+   * @param local the source address to send from (as long as `addr`), or empty to let routing choose
+   * @param ifindex the interface `local` was seen on: sent only with an IPv6 link-local source, which needs
+   *   it; otherwise routing picks the interface, as the kernel module's send4/send6 let it
+   * @param owner told through {@link GsoSendBatch.onSourceGone} if `local` is refused
    * @throws RangeError when there is no room (see {@link GsoSendBatch.room})
    */
-  push(len: number, family: 4 | 6, addr: Uint8Array, port: number): void {
+  push(
+    len: number,
+    family: 4 | 6,
+    addr: Uint8Array,
+    port: number,
+    local: Uint8Array = NO_LOCAL,
+    ifindex = 0,
+    owner: object | null = null,
+  ): void {
     const cursor = this.#cursor;
     if (cursor + len > this.data.length) throw new RangeError("GsoSendBatch: no room for the datagram");
+    if (local.length !== addr.length) local = NO_LOCAL;
+    if (family === 4 || local.length === 0 || local[0] !== 0xfe || (local[1]! & 0xc0) !== 0x80) ifindex = 0;
     const m = this.#messages - 1;
     if (
       m >= 0 && this.#closed[m] === 0 && len > 0 && len <= this.#segment[m]! &&
       this.#segments[m]! < this.maxSegments && this.#total[m]! + len <= GSO_MAX_BYTES &&
-      this.#sameDestination(m, family, addr, port)
+      this.#sameDestination(m, family, addr, port) && this.#sameSource(m, local, ifindex)
     ) {
       this.#total[m] = this.#total[m]! + len;
       this.#segments[m] = this.#segments[m]! + 1;
@@ -581,6 +682,8 @@ export class GsoSendBatch {
       this.#segments[n] = 1;
       this.#family[n] = family;
       this.#closed[n] = len === 0 ? 1 : 0;
+      this.#putSource(n, local, ifindex);
+      this.#owner[n] = local.length > 0 ? owner : null;
       this.#messages = n + 1;
     }
     this.#cursor = cursor + len;
@@ -589,6 +692,7 @@ export class GsoSendBatch {
 
   /** Forgets what was queued. */
   clear(): void {
+    for (let m = 0; m < this.#messages; m++) this.#owner[m] = null;
     this.#cursor = 0;
     this.#messages = 0;
     this.#datagrams = 0;
@@ -597,8 +701,9 @@ export class GsoSendBatch {
   /**
    * Sends everything queued, each message on the socket of its family (in runs of one family, in order), and
    * empties the batch. A GSO message the kernel refuses as such is sent again one datagram at a time (and
-   * after EIO, GSO is turned off on that socket); a message refused outright (unreachable…) is skipped; EAGAIN
-   * (socket buffer full) drops the rest of the run, as a full queue on a network would. Never throws.
+   * after EIO, GSO is turned off on that socket); a message whose source address is refused is sent again
+   * without it; a message refused outright (unreachable…) is skipped; EAGAIN (socket buffer full) drops the
+   * rest of the run, as a full queue on a network would. Never throws.
    * @returns how many datagrams were sent
    */
   send(bind: UdpBind): number {
@@ -637,25 +742,100 @@ export class GsoSendBatch {
     return true;
   }
 
+  /** Where message m's source cmsg starts in the control blocks, and where its address bytes are. */
+  #sourceAt(m: number, len: number): number {
+    return m * SEND_CONTROL + SEND_PKTINFO_END - (len === 16 ? PKTINFO6_SPACE : PKTINFO4_SPACE);
+  }
+
+  /** Whether message m leaves from `local` (empty: no source) on `ifindex`. */
+  #sameSource(m: number, local: Uint8Array, ifindex: number): boolean {
+    const len = this.#localLen[m]!;
+    if (len !== local.length || this.#ifindex[m] !== ifindex) return false;
+    if (len === 0) return true;
+    // The address sits in the cmsg data: ipi_spec_dst at 4 (IPv4), ipi6_addr at 0 (IPv6).
+    const bytes = this.#msgs.control;
+    const a = this.#sourceAt(m, len) + CMSG_HDR_SIZE + (len === 4 ? 4 : 0);
+    for (let i = 0; i < len; i++) if (bytes[a + i] !== local[i]) return false;
+    return true;
+  }
+
+  /** Writes message m's source cmsg: IP_PKTINFO (ifindex, spec_dst, addr) or IPV6_PKTINFO (addr, ifindex). */
+  #putSource(m: number, local: Uint8Array, ifindex: number): void {
+    const len = local.length;
+    this.#localLen[m] = len;
+    this.#ifindex[m] = ifindex;
+    if (len === 0) return;
+    const view = this.#msgs.controlView;
+    const bytes = this.#msgs.control;
+    const at = this.#sourceAt(m, len);
+    const data = at + CMSG_HDR_SIZE;
+    if (len === 4) {
+      setSize(view, at + CMSG_LEN_AT, cmsgLen(IN_PKTINFO_SIZE));
+      view.setInt32(at + CMSG_LEVEL_AT, IPPROTO_IP, true);
+      view.setInt32(at + CMSG_TYPE_AT, IP_PKTINFO, true);
+      view.setInt32(data, ifindex, true);
+      for (let i = 0; i < 4; i++) bytes[data + 4 + i] = local[i]!;
+      view.setUint32(data + 8, 0, true); // ipi_addr: ignored on send
+    } else {
+      setSize(view, at + CMSG_LEN_AT, cmsgLen(IN6_PKTINFO_SIZE));
+      view.setInt32(at + CMSG_LEVEL_AT, IPPROTO_IPV6, true);
+      view.setInt32(at + CMSG_TYPE_AT, IPV6_PKTINFO, true);
+      for (let i = 0; i < 16; i++) bytes[data + i] = local[i]!;
+      view.setInt32(data + 16, ifindex, true);
+    }
+  }
+
+  /** The source was refused: message m goes without it from now on, and its owner forgets it. */
+  #dropSource(m: number): void {
+    this.#localLen[m] = 0;
+    this.#ifindex[m] = 0;
+    this.sourceRefusals++;
+    const owner = this.#owner[m];
+    this.#owner[m] = null;
+    if (owner !== null && owner !== undefined) this.onSourceGone?.(owner);
+  }
+
+  /**
+   * Points header `h` of `view` at message m's control: its source cmsg (if any) followed by the UDP_SEGMENT
+   * one when `gso`.
+   */
+  #setControl(view: DataView, h: number, m: number, gso: boolean): void {
+    const len = this.#localLen[m]!;
+    const source = len === 16 ? PKTINFO6_SPACE : len === 4 ? PKTINFO4_SPACE : 0;
+    setPointer(
+      view,
+      h + MSG_CONTROL,
+      this.#controlLo,
+      this.#controlHi,
+      m * SEND_CONTROL + SEND_PKTINFO_END - source,
+    );
+    setSize(view, h + MSG_CONTROLLEN, source + (gso ? GSO_CONTROL : 0));
+  }
+
+  /** Sets message m's iovec and control for a GSO send. */
+  #layout(m: number): void {
+    setPointer(this.#msgs.iovecView, m * IOVEC_SIZE, this.#dataLo, this.#dataHi, this.#start[m]!);
+    setSize(this.#msgs.iovecView, m * IOVEC_SIZE + 8, this.#total[m]!);
+    const gso = this.#segments[m]! > 1; // one datagram: no GSO needed
+    if (gso) {
+      this.#msgs.controlView.setUint16(
+        m * SEND_CONTROL + SEND_PKTINFO_END + CMSG_HDR_SIZE,
+        this.#segment[m]!,
+        true,
+      );
+    }
+    this.#setControl(this.#msgs.headerView, m * MMSGHDR_SIZE, m, gso);
+  }
+
   /** Sends messages start..end-1 (one family) on `socket`; returns the datagrams sent. */
   #sendRun(socket: UdpSocket, start: number, end: number): number {
     this.#stalled = false;
     if (!socket.gso) return this.#sendSplit(socket, start, end);
-    const iov = this.#msgs.iovecView;
-    const hdr = this.#msgs.headerView;
-    for (let m = start; m < end; m++) {
-      setPointer(iov, m * IOVEC_SIZE, this.#dataLo, this.#dataHi, this.#start[m]!);
-      setSize(iov, m * IOVEC_SIZE + 8, this.#total[m]!);
-      if (this.#segments[m]! > 1) {
-        this.#msgs.controlView.setUint16(m * GSO_CONTROL + CMSG_HDR_SIZE, this.#segment[m]!, true);
-        setSize(hdr, m * MMSGHDR_SIZE + MSG_CONTROLLEN, GSO_CONTROL);
-      } else {
-        setSize(hdr, m * MMSGHDR_SIZE + MSG_CONTROLLEN, 0); // one datagram: no GSO needed
-      }
-    }
+    for (let m = start; m < end; m++) this.#layout(m);
     let sent = 0;
     let at = start;
-    // Each round sends at least one message or deals with one refused message, so it ends within end-start.
+    // Each round sends at least one message, deals with one refused message, or drops one message's source
+    // (at most once per message), so it ends within 2 × (end − start) rounds.
     while (at < end) {
       const r = this.sendmmsg(socket.fd, this.#msgs.from[at]!, end - at);
       if (r > 0) {
@@ -666,14 +846,19 @@ export class GsoSendBatch {
       const e = -r;
       if (e === EAGAIN) break;
       if (this.#segments[at]! > 1 && refusesGso(e)) {
+        // Sent one datagram at a time, where a refused source is also dealt with.
         if (refusesGsoForGood(e)) {
           socket.disableGso();
           return sent + this.#sendSplit(socket, at, end);
         }
         sent += this.#sendSplit(socket, at, at + 1);
         if (this.#stalled) break;
+      } else if (this.#localLen[at] !== 0 && refusesSource(e)) {
+        this.#dropSource(at);
+        this.#layout(at);
+        continue; // the same message again, from the address routing chooses
       }
-      at++; // Sent one datagram at a time, or refused (e.g. ENETUNREACH): go on with the next message.
+      at++; // Refused (e.g. ENETUNREACH): go on with the next message.
     }
     return sent;
   }
@@ -701,6 +886,8 @@ export class GsoSendBatch {
           this.#msgs.headerView.getUint32(m * MMSGHDR_SIZE + MSG_NAMELEN, true),
           true,
         );
+        this.#setControl(hdr, h, m, false);
+        this.#splitOf[count] = m;
         count++;
         if (++segment >= this.#segments[m]!) {
           m++;
@@ -719,6 +906,15 @@ export class GsoSendBatch {
           this.#stalled = true;
           return sent;
         }
+        const refused = this.#splitOf[at]!;
+        if (this.#localLen[refused] !== 0 && refusesSource(-r)) {
+          // Its source is gone: this and the message's other datagrams go without it (once per message).
+          this.#dropSource(refused);
+          for (let j = at; j < count; j++) {
+            if (this.#splitOf[j] === refused) setSize(hdr, j * MMSGHDR_SIZE + MSG_CONTROLLEN, 0);
+          }
+          continue;
+        }
         at++; // This datagram was refused: skip it.
       }
     }
@@ -730,9 +926,10 @@ export class GsoSendBatch {
  * Receives with recvmmsg into one pinned buffer, one slot of `slot` bytes per message, and splits messages
  * that UDP GRO coalesced (those with a UDP_GRO cmsg giving the segment size) back into their datagrams. After
  * {@link GroRecvBatch.recv} returns n, datagram i (0 ≤ i < n) is `data[offset(i), offset(i) + length(i))`
- * from `family(i)`, `address(i)`, `port(i)`. Datagrams never overlap, so each may be decrypted in place.
- * Nothing is allocated per call; the views are overwritten by the next call. Works on sockets with or without
- * GRO (without, every message is one datagram).
+ * from `family(i)`, `address(i)`, `port(i)`, sent to our `local(i)` on interface `ifindex(i)` (when the
+ * socket has PKTINFO on). Datagrams never overlap, so each may be decrypted in place. Nothing is allocated per
+ * call; the views are overwritten by the next call. Works on sockets with or without GRO (without, every
+ * message is one datagram).
  */
 export class GroRecvBatch {
   /** The whole data buffer: message m's slot is `[m * slot, (m + 1) * slot)`. */
@@ -751,6 +948,13 @@ export class GroRecvBatch {
   // Per message: views of the source address bytes.
   readonly #addr4: readonly Uint8Array[];
   readonly #addr6: readonly Uint8Array[];
+  // Per message: the local address it arrived at (copied out of its PKTINFO cmsg), its length (0 unknown) and
+  // interface, and views of it.
+  readonly #locals: Uint8Array;
+  readonly #localLen: Uint8Array;
+  readonly #ifindex: Int32Array;
+  readonly #local4: readonly Uint8Array[];
+  readonly #local6: readonly Uint8Array[];
   /** Messages the last recvmmsg filled (their msg_namelen and msg_controllen need restoring). */
   #used = 0;
 
@@ -771,15 +975,24 @@ export class GroRecvBatch {
     const dataAt = addressOf(this.data);
     const a4: Uint8Array[] = [];
     const a6: Uint8Array[] = [];
+    const l4: Uint8Array[] = [];
+    const l6: Uint8Array[] = [];
+    this.#locals = new Uint8Array(messages * 16);
+    this.#localLen = new Uint8Array(messages);
+    this.#ifindex = new Int32Array(messages);
     for (let m = 0; m < messages; m++) {
       this.#msgs.iovecView.setBigUint64(m * IOVEC_SIZE, dataAt + BigInt(m * slot), true);
       setSize(this.#msgs.iovecView, m * IOVEC_SIZE + 8, slot);
       setSize(this.#msgs.headerView, m * MMSGHDR_SIZE + MSG_CONTROLLEN, GRO_CONTROL);
       a4.push(names.subarray(m * NAME_STRIDE + 4, m * NAME_STRIDE + 8));
       a6.push(names.subarray(m * NAME_STRIDE + 8, m * NAME_STRIDE + 24));
+      l4.push(this.#locals.subarray(m * 16, m * 16 + 4));
+      l6.push(this.#locals.subarray(m * 16, m * 16 + 16));
     }
     this.#addr4 = a4;
     this.#addr6 = a6;
+    this.#local4 = l4;
+    this.#local6 = l6;
     const capacity = messages * GRO_MAX_SEGMENTS;
     this.#offset = new Int32Array(capacity);
     this.#length = new Int32Array(capacity);
@@ -830,6 +1043,7 @@ export class GroRecvBatch {
         UDP_GRO,
       );
       const size = at < 0 ? 0 : this.#msgs.controlView.getInt32(at, true);
+      this.#readLocal(m, socket.family, hdr.getUint32(h + MSG_CONTROLLEN, true));
       if (size <= 0 || len <= size) {
         this.#put(d++, base, len, m, cut);
         continue;
@@ -841,6 +1055,33 @@ export class GroRecvBatch {
       }
     }
     return d;
+  }
+
+  /**
+   * Copies the local address and interface of message m out of its IP_PKTINFO (ipi_ifindex at 0, ipi_spec_dst
+   * at 4: the local address replies should leave from, as wireguard-go takes it) or IPV6_PKTINFO (ipi6_addr
+   * at 0, ipi6_ifindex at 16) cmsg; none found leaves it unknown.
+   */
+  #readLocal(m: number, family: 4 | 6, controlLen: number): void {
+    const view = this.#msgs.controlView;
+    const at = family === 4
+      ? findCmsg(view, m * GRO_CONTROL, controlLen, IPPROTO_IP, IP_PKTINFO)
+      : findCmsg(view, m * GRO_CONTROL, controlLen, IPPROTO_IPV6, IPV6_PKTINFO);
+    if (at < 0) {
+      this.#localLen[m] = 0;
+      this.#ifindex[m] = 0;
+      return;
+    }
+    const control = this.#msgs.control;
+    const to = m * 16;
+    if (family === 4) {
+      for (let i = 0; i < 4; i++) this.#locals[to + i] = control[at + 4 + i]!;
+      this.#ifindex[m] = view.getInt32(at, true);
+    } else {
+      for (let i = 0; i < 16; i++) this.#locals[to + i] = control[at + i]!;
+      this.#ifindex[m] = view.getInt32(at + 16, true);
+    }
+    this.#localLen[m] = family === 4 ? 4 : 16;
   }
 
   #put(d: number, offset: number, len: number, message: number, cut: number): void {
@@ -887,6 +1128,21 @@ export class GroRecvBatch {
   address(i: number): Uint8Array {
     const m = this.#message[i]!;
     return this.family(i) === 6 ? this.#addr6[m]! : this.#addr4[m]!;
+  }
+
+  /**
+   * Our address datagram `i` was sent to (4 or 16 bytes), or an empty array when the socket does not report
+   * it; a view the next receive overwrites.
+   */
+  local(i: number): Uint8Array {
+    const m = this.#message[i]!;
+    const len = this.#localLen[m];
+    return len === 4 ? this.#local4[m]! : len === 16 ? this.#local6[m]! : NO_LOCAL;
+  }
+
+  /** The interface datagram `i` arrived on (0 when unknown). */
+  ifindex(i: number): number {
+    return this.#ifindex[this.#message[i]!]!;
   }
 }
 

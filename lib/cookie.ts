@@ -41,6 +41,12 @@ const LABEL_COOKIE = enc.encode("cookie--");
 export interface Source {
   readonly addr: Uint8Array;
   readonly port: number;
+  /**
+   * Our end: the local address the datagram arrived at (IP_PKTINFO) and its interface, when the transport
+   * knows them; replies to this source leave from that address (the sticky source, see lib/ip.ts Endpoint).
+   */
+  readonly local?: Uint8Array;
+  readonly ifindex?: number;
 }
 
 /** Both MACs sit at the end of a handshake message: mac1 then mac2, 16 bytes each. */

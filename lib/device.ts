@@ -630,7 +630,9 @@ export class Device implements TimerActions<Peer> {
 
   /** The endpoint follows the source of the latest authenticated packet (paper 2.1, roaming). */
   #roam(peer: Peer, src: Source): void {
-    if (peer.endpoint?.matches(src.addr, src.port)) return;
+    const ep = peer.endpoint;
+    // The sticky source follows too: a reply leaves from the address the peer wrote to (lib/ip.ts Endpoint).
+    if (ep?.matches(src.addr, src.port) && ep.sameLocal(src.local, src.ifindex)) return;
     peer.endpoint = endpointOf(src);
   }
 
@@ -805,7 +807,8 @@ export class Device implements TimerActions<Peer> {
 
 /** A lasting Endpoint for a datagram's source (whose address view the caller reuses). */
 function endpointOf(src: Source): Endpoint {
-  return new Endpoint(src.addr.length === 4 ? 4 : 6, src.addr.slice(), src.port);
+  const local = src.local !== undefined && src.local.length > 0 ? src.local.slice() : undefined;
+  return new Endpoint(src.addr.length === 4 ? 4 : 6, src.addr.slice(), src.port, local, src.ifindex);
 }
 
 /** Peers are keyed by their public key's bytes; a latin1 string of them is a cheap exact Map key. */

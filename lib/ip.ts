@@ -13,15 +13,61 @@ export interface Cidr {
   readonly prefixLen: number;
 }
 
-/** A UDP endpoint: where a peer was last heard from, or where it was configured to be. */
+/** No local address: the kernel chooses the source by its routing table. */
+export const NO_ADDRESS: Uint8Array = new Uint8Array(0);
+
+/**
+ * A UDP endpoint: where a peer was last heard from, or where it was configured to be. One heard from also
+ * remembers our end of it, the *sticky source*: the local address the peer wrote to and the interface it
+ * arrived on (IP_PKTINFO, ip(7); IPV6_PKTINFO, ipv6(7)). Replies leave from that address, as the kernel
+ * module (socket.c, `endpoint->src4`/`src6`) and wireguard-go's StdNetBind do, so that on a host with several
+ * addresses the peer sees its replies come from where it sent, not from the route's primary address (which
+ * a NAT or the peer's roaming would take for another host). A configured endpoint has no source (`local` empty).
+ */
 export class Endpoint {
-  constructor(readonly family: Family, readonly addr: Uint8Array, readonly port: number) {}
+  /** The sticky source address (4 or 16 bytes), or {@link NO_ADDRESS}. */
+  local: Uint8Array;
+  /** The interface the sticky source was seen on (0: any). */
+  ifindex: number;
+
+  constructor(
+    readonly family: Family,
+    readonly addr: Uint8Array,
+    readonly port: number,
+    local: Uint8Array = NO_ADDRESS,
+    ifindex = 0,
+  ) {
+    this.local = local.length === addr.length ? local : NO_ADDRESS;
+    this.ifindex = this.local.length > 0 ? ifindex : 0;
+  }
 
   /** Compares with an address and port given as raw bytes, without allocating (used per packet). */
   matches(addr: Uint8Array, port: number): boolean {
     if (port !== this.port || addr.length !== this.addr.length) return false;
     for (let i = 0; i < addr.length; i++) if (addr[i] !== this.addr[i]) return false;
     return true;
+  }
+
+  /**
+   * Whether a datagram that arrived at `local` on `ifindex` leaves the sticky source as it is. A datagram
+   * that does not know where it arrived (`local` absent or empty: an in-memory transport, a socket without
+   * PKTINFO) changes nothing.
+   */
+  sameLocal(local: Uint8Array | undefined, ifindex: number | undefined): boolean {
+    if (local === undefined || local.length === 0) return true;
+    if (local.length !== this.local.length || (ifindex ?? 0) !== this.ifindex) return false;
+    for (let i = 0; i < local.length; i++) if (local[i] !== this.local[i]) return false;
+    return true;
+  }
+
+  /**
+   * Forgets the sticky source, so the kernel chooses again: the address is gone (a send with it failed with
+   * EINVAL or EADDRNOTAVAIL), as the kernel module and wireguard-go clear it. The next datagram from the peer
+   * sets it again.
+   */
+  clearLocal(): void {
+    this.local = NO_ADDRESS;
+    this.ifindex = 0;
   }
 
   /** `192.0.2.1:51820` or `[2001:db8::1]:51820`, as `wg` prints endpoints. */
