@@ -1,8 +1,8 @@
 /**
- * `typetun down CONFIG|IFNAME`: what wg-quick(8) down does, through cmd/quick.ts's take-down: SaveConfig
- * writes the running configuration back to the file; PreDown hooks; then what `up` changed outside the
- * interface is undone from its state file (policy rules, firewall rules, DNS), the interface is deleted (its
- * addresses and routes go with it, and the daemon exits); PostDown hooks.
+ * `typetun down CONFIG|IFNAME`: what the current wg-quick(8) down does, through cmd/quick.ts's take-down:
+ * PreDown hooks; SaveConfig writes the running configuration back to the file; the default-route rules go,
+ * the interface is deleted (its addresses and routes go with it, and the daemon exits), then DNS and wg-quick's
+ * firewall rules for it; PostDown hooks. It takes down what wg-quick brought up too, and the other way round.
  * @module
  */
 import { existsSync } from "node:fs";
@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { ifNameToIndex } from "../ffi/libc.ts";
 import type { WgConfig } from "../lib/config.ts";
 import { assumedState, loadState, locateConfig, readConfig, takeDown } from "./quick.ts";
-import { socketPath, uapiGet } from "./uapi_client.ts";
+import { socketPath } from "./uapi_client.ts";
 
 export const DOWN_USAGE = `Usage: typetun down CONFIG_FILE | INTERFACE
 
@@ -47,6 +47,6 @@ export async function downMain(args: string[]): Promise<number> {
     process.stderr.write(`typetun: ${(e as Error).message}\n`);
     return 1;
   }
-  const state = loadState(ifname) ?? assumedState(ifname, path, (await uapiGet(ifname)).fwmark);
+  const state = loadState(ifname) ?? assumedState(ifname, path, cfg);
   return await takeDown(cfg, path, state, true);
 }

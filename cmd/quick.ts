@@ -1,9 +1,9 @@
 /**
  * wg-quick's state, shared by `typetun up` and `typetun down`: where a config is found, what `up` changed
  * outside the interface (the state file under /var/run/typetun), and the one take-down sequence that both
- * `down` and `up -f` on a signal run, in wg-quick's order (linux.bash cmd_down): SaveConfig, PreDown hooks,
- * undoing rules, firewall rules and DNS, deleting the interface (its addresses and routes go with it, and the
- * daemon exits), PostDown hooks.
+ * `down` and `up -f` on a signal run, in the current wg-quick's order (linux.bash cmd_down): PreDown hooks,
+ * SaveConfig, deleting the default-route rules, deleting the interface (its addresses and routes go with it, and
+ * the daemon exits), DNS, firewall rules, PostDown hooks.
  * @module
  */
 import { spawnSync } from "node:child_process";
@@ -11,6 +11,7 @@ import {
   accessSync,
   constants,
   existsSync,
+  lstatSync,
   mkdirSync,
   readFileSync,
   renameSync,
@@ -22,7 +23,7 @@ import { basename } from "node:path";
 import { connect } from "node:net";
 import process from "node:process";
 import { ifNameToIndex } from "../ffi/libc.ts";
-import { delLink, delRule, listAddresses, type Rule } from "../ffi/netlink.ts";
+import { delLink, delRule, listAddresses, listRules, type Rule } from "../ffi/netlink.ts";
 import { getMtu } from "../ffi/tun.ts";
 import { formatConf } from "../lib/conf.ts";
 import { ConfigError, type WgConfig } from "../lib/config.ts";
@@ -30,6 +31,13 @@ import { detectFormat } from "../lib/configfile.ts";
 import { keyToHex } from "../lib/encoding.ts";
 import { configFromDevice } from "../lib/setconf.ts";
 import { formatToml } from "../lib/toml.ts";
+import {
+  defaultRouteTable,
+  iptablesRemoval,
+  nftRemoval,
+  resolvconfPrefix,
+  rulesToDelete,
+} from "../lib/wg_quick.ts";
 import { say } from "./log.ts";
 import { readConfigFile } from "./set.ts";
 import { socketPath, uapiGet } from "./uapi_client.ts";
@@ -43,10 +51,14 @@ const SOCKET_GONE_MS = 3000;
 export interface UpState {
   ifname: string;
   config: string;
+  /** The default-route rules, deleted from here only when the daemon no longer says its fwmark. */
   rules: Rule[];
-  /** iptables/ip6tables invocations (without -I/-D) that the take-down deletes again. */
+  /**
+   * Older typetun's own firewall rules: iptables/ip6tables invocations (without -I/-D), and nftables tables
+   * (`ip typetun-wg0`). `up` now writes wg-quick's, which the take-down finds by name; these stay for state
+   * files written before.
+   */
   firewall: { tool: string; args: string[] }[];
-  /** nftables tables (`ip typetun-wg0`) that the take-down deletes (absent in older state files). */
   nftables?: string[];
   /** The resolvconf record name, when DNS was set. */
   dns: string | null;
@@ -80,14 +92,29 @@ function removeState(ifname: string): void {
 
 /**
  * The state to undo when no state file says (the interface was brought up by wg-quick itself, or the state was
- * lost): the rules wg-quick's add_default leaves for its fwmark table, in both families.
+ * lost): rules and firewall rules are found as wg-quick finds them; DNS is the config's, as wg-quick unsets it.
  */
-export function assumedState(ifname: string, config: string, fwmark: number): UpState {
-  const rules: Rule[] = !fwmark ? [] : ([4, 6] as const).flatMap((family) => [
-    { family, table: fwmark, notFwmark: fwmark },
-    { family, table: 254, suppressPrefixLength: 0 },
-  ]);
-  return { ifname, config, rules, firewall: [], dns: null };
+export function assumedState(ifname: string, config: string, cfg: WgConfig): UpState {
+  const dns = cfg.dns.length && onPath("resolvconf") ? resolvconfName(ifname) : null;
+  return { ifname, config, rules: [], firewall: [], dns };
+}
+
+/** resolvconf's record name for the interface (wg-quick's resolvconf_iface_prefix, lib/wg_quick.ts). */
+export function resolvconfName(ifname: string): string {
+  let order: string | null = null;
+  try {
+    order = readFileSync("/etc/resolvconf/interface-order", "utf8");
+  } catch {
+    // Not Debian's resolvconf: no prefix.
+  }
+  const tool = onPath("resolvconf");
+  let link = false;
+  try {
+    link = tool !== null && lstatSync(tool).isSymbolicLink();
+  } catch {
+    // Gone meanwhile: not a link.
+  }
+  return resolvconfPrefix(order, link) + ifname;
 }
 
 /** Finds the config as wg-quick does: a path as given, or /etc/wireguard/NAME.conf (typetun: also .toml). */
@@ -141,17 +168,23 @@ export function onPath(
 }
 
 /**
- * Runs a hook as wg-quick does (through bash, else sh, `%i` replaced by the interface name); a failure is an
- * error. No hooks need no shell; hooks without one fail in one line before anything runs.
+ * Runs a hook as wg-quick does (`%i` replaced by the interface name; a failure is an error). wg-quick evals it
+ * in a subshell of its own bash, which runs with `set -e -o pipefail`, extglob and LC_ALL=C: so does this (with
+ * `sh -e` where there is no bash), and `false; echo` fails here as it does there. No hooks need no shell;
+ * hooks without one fail in one line before anything runs.
  */
 export function runHooks(hooks: string[], ifname: string, what: string): void {
   if (!hooks.length) return;
-  const shell = onPath("bash") ?? onPath("sh");
+  const bash = onPath("bash"), shell = bash ?? onPath("sh");
   if (!shell) throw new Error(`${what} hooks need a shell, and neither bash nor sh is in PATH`);
+  const flags = bash ? ["-e", "-o", "pipefail", "-O", "extglob"] : ["-e"];
   for (const hook of hooks) {
     const cmd = hook.replaceAll("%i", ifname);
     step(cmd);
-    const r = spawnSync(shell, ["-c", cmd], { stdio: "inherit" });
+    const r = spawnSync(shell, [...flags, "-c", cmd], {
+      stdio: "inherit",
+      env: { ...process.env, LC_ALL: "C" },
+    });
     if (r.status !== 0) throw new Error(`${what} hook failed (status ${r.status ?? r.signal}): ${cmd}`);
   }
 }
@@ -197,10 +230,14 @@ async function saveConfig(path: string, ifname: string, cfg: WgConfig): Promise<
 }
 
 /**
- * Undoes what `up` recorded and deletes the interface; each step is tried even if an earlier one failed. The
- * state file goes first, so a foreground `up` whose daemon sees the interface vanish knows it was taken down.
+ * Deletes the interface and what `up` changed outside it, as wg-quick's del_if and cmd_down do, each step tried
+ * even if an earlier one failed: the default-route rules (when the device, still running, has a fwmark and a
+ * /0, and Table is auto), the interface (the daemon exits), DNS, and wg-quick's firewall rules for the
+ * interface, found by name. The state file goes first, so a foreground `up` whose daemon sees the interface
+ * vanish knows it was taken down.
+ * @param table the config's Table (undefined when not given)
  */
-export async function undoUp(state: UpState): Promise<void> {
+export async function undoUp(state: UpState, table: string | undefined): Promise<void> {
   removeState(state.ifname);
   const attempt = (what: string, f: () => void) => {
     try {
@@ -209,27 +246,49 @@ export async function undoUp(state: UpState): Promise<void> {
       say("error", `typetun: ${what}: ${(e as Error).message}`);
     }
   };
-  for (const table of (state.nftables ?? []).toReversed()) {
-    attempt("nft delete table", () => {
-      step(`nft delete table ${table}`);
-      const r = spawnSync("nft", ["delete", "table", ...table.split(" ")], { stdio: "inherit" });
-      if (r.status !== 0) throw new Error(`status ${r.status ?? r.signal}`);
-    });
+  let device = null;
+  if (ifNameToIndex(state.ifname)) {
+    try {
+      device = await uapiGet(state.ifname);
+    } catch {
+      // The daemon is gone: the rules `up` recorded are what there is to go by.
+    }
   }
-  for (const { tool, args } of state.firewall.toReversed()) {
-    attempt(`${tool} -D`, () => {
-      const del = [args[0]!, args[1]!, "-D", ...args.slice(2)];
-      step(`${tool} ${del.join(" ")}`);
-      const r = spawnSync(tool, del, { stdio: "ignore" });
-      if (r.status !== 0) throw new Error(`status ${r.status}`);
-    });
+  if (device) {
+    const mark = defaultRouteTable(
+      table,
+      device.fwmark,
+      device.peers.flatMap((p) => p.allowedIps.map((c) => c.prefixLen)),
+    );
+    if (mark !== null) {
+      for (const family of [4, 6] as const) {
+        attempt("ip rule", () => {
+          for (const rule of rulesToDelete(listRules(family), mark)) {
+            const what = rule.table === mark ? `table ${mark}` : "table main suppress_prefixlength 0";
+            step(`ip -${family} rule delete ${what}`);
+            delRule({
+              family,
+              table: rule.table,
+              priority: rule.priority,
+              ...(rule.table === mark ? {} : { suppressPrefixLength: 0 }),
+            });
+          }
+        });
+      }
+    }
+  } else {
+    for (const rule of state.rules.toReversed()) {
+      const what = rule.notFwmark !== undefined
+        ? `not fwmark ${rule.notFwmark} table ${rule.table}`
+        : "table main suppress_prefixlength 0";
+      step(`ip -${rule.family} rule delete ${what}`);
+      attempt("rule delete", () => delRule(rule));
+    }
   }
-  for (const rule of state.rules.toReversed()) {
-    const what = rule.notFwmark !== undefined
-      ? `not fwmark ${rule.notFwmark} table ${rule.table}`
-      : "table main suppress_prefixlength 0";
-    step(`ip -${rule.family} rule delete ${what}`);
-    attempt("rule delete", () => delRule(rule));
+  const index = ifNameToIndex(state.ifname);
+  if (index) {
+    step(`ip link delete dev ${state.ifname}`);
+    attempt("deleting the interface", () => delLink(index));
   }
   if (state.dns) {
     attempt("resolvconf -d", () => {
@@ -237,11 +296,7 @@ export async function undoUp(state: UpState): Promise<void> {
       spawnSync("resolvconf", ["-d", state.dns!, "-f"], { stdio: "inherit" });
     });
   }
-  const index = ifNameToIndex(state.ifname);
-  if (index) {
-    step(`ip link delete dev ${state.ifname}`);
-    attempt("deleting the interface", () => delLink(index));
-  }
+  attempt("removing the firewall rules", () => removeFirewall(state));
   // The daemon notices the deletion and removes its socket; wait for that, briefly, so the take-down returns
   // with the interface really gone. Asynchronously: under `up -f` the daemon runs in this very process.
   const sock = socketPath(state.ifname);
@@ -250,6 +305,42 @@ export async function undoUp(state: UpState): Promise<void> {
   // when nobody answers on it any more.
   while (existsSync(sock) && Date.now() < until && await answers(sock)) {
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * wg-quick's remove_firewall: the nftables tables named for the interface (when `nft` is there) and the
+ * iptables/ip6tables rules carrying its comment (when iptables is there), whoever brought the interface up;
+ * then what an older typetun recorded in its state file.
+ */
+function removeFirewall(state: UpState): void {
+  const out = (tool: string, args: string[]) => {
+    const r = spawnSync(tool, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+    return r.status === 0 ? r.stdout : "";
+  };
+  const restore = (tool: string, args: string[], input: string) => {
+    step(`${tool} ${args.join(" ")}`);
+    const r = spawnSync(tool, args, { input, stdio: ["pipe", "inherit", "inherit"] });
+    if (r.status !== 0) throw new Error(`${tool} ${args.join(" ")} failed (status ${r.status ?? r.signal})`);
+  };
+  if (onPath("nft")) {
+    const script = nftRemoval(out("nft", ["list", "tables"]), state.ifname);
+    if (script) restore("nft", ["-f", "-"], script);
+  }
+  if (onPath("iptables")) {
+    for (const tool of ["iptables", "ip6tables"]) {
+      const script = iptablesRemoval(out(`${tool}-save`, []), state.ifname);
+      if (script) restore(`${tool}-restore`, ["-n"], script);
+    }
+  }
+  for (const table of (state.nftables ?? []).toReversed()) {
+    step(`nft delete table ${table}`);
+    spawnSync("nft", ["delete", "table", ...table.split(" ")], { stdio: "inherit" });
+  }
+  for (const { tool, args } of state.firewall.toReversed()) {
+    const del = [args[0]!, args[1]!, "-D", ...args.slice(2)];
+    step(`${tool} ${del.join(" ")}`);
+    spawnSync(tool, del, { stdio: "ignore" });
   }
 }
 
@@ -266,8 +357,8 @@ function answers(path: string): Promise<boolean> {
 }
 
 /**
- * wg-quick's cmd_down, shared by `down` and by `up -f` when it is signalled: SaveConfig (when the config says
- * so and the device still runs), PreDown hooks, {@link undoUp}, PostDown hooks. A failing step is reported and
+ * wg-quick's cmd_down, shared by `down` and by `up -f` when it is signalled: PreDown hooks, SaveConfig (when
+ * the config says so and the device still runs), {@link undoUp}, PostDown hooks. A failing step is reported and
  * the rest still runs: the interface is always deleted.
  * @param path the config file SaveConfig writes
  * @param running false when the daemon has already stopped: nothing is left to save
@@ -284,6 +375,12 @@ export async function takeDown(
     say("error", `typetun: ${(e as Error).message}`);
     code = 1;
   };
+  try {
+    runHooks(cfg.preDown, state.ifname, "PreDown");
+  } catch (e) {
+    report(e);
+  }
+  // After PreDown, as the current wg-quick does: what a PreDown hook changed is saved too.
   if (cfg.saveConfig) {
     if (!running) {
       say("error", `typetun: SaveConfig: ${state.ifname} is already gone; ${path} was left as it was`);
@@ -297,12 +394,7 @@ export async function takeDown(
       }
     }
   }
-  try {
-    runHooks(cfg.preDown, state.ifname, "PreDown");
-  } catch (e) {
-    report(e);
-  }
-  await undoUp(state);
+  await undoUp(state, cfg.table);
   try {
     runHooks(cfg.postDown, state.ifname, "PostDown");
   } catch (e) {

@@ -1,10 +1,13 @@
 /**
  * `typetun up CONFIG|IFNAME [-f]`: what wg-quick(8) does with the same file, with typetun as the daemon and
- * netlink instead of `ip`. In wg-quick's order: PreUp hooks, the daemon, the WireGuard settings, the
- * addresses, the MTU (given, or computed as wg-quick does), link up, DNS through resolvconf, a route per
- * allowed IP (Table = auto | off | main | number), the default-route case with fwmark policy routing, PostUp
- * hooks. What it changed outside the interface (rules, firewall rules, DNS) is recorded in a state file so
- * `down` undoes exactly that; addresses and routes go with the interface.
+ * netlink instead of `ip`. In the current wg-quick's order (wireguard-tools v1.0.20260223, linux.bash cmd_up):
+ * the daemon, PreUp hooks (the interface exists, so a hook may configure it), the WireGuard settings as
+ * `wg addconf` (what a hook set stays), the addresses, the MTU (given, or the smallest towards the endpoints),
+ * link up, DNS through resolvconf, a route per allowed IP the device holds (Table = auto | off | main |
+ * number), the default-route case with fwmark policy routing and wg-quick's firewall rules, PostUp hooks.
+ * The pure decisions are lib/wg_quick.ts's. `down` finds the rules and firewall rules as wg-quick does, so
+ * either tool takes down what the other brought up; a state file keeps DNS and the rules for when the daemon
+ * is already gone. Addresses and routes go with the interface.
  *
  * A config error stops everything before the first change. A failure after it undoes what was done.
  * @module
@@ -13,18 +16,21 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { addAddress, addRoute, addRule, linkMtu, listRoutes, routeGet } from "../ffi/netlink.ts";
+import {
+  addAddress,
+  addRoute,
+  addRule,
+  linkMtu,
+  listAddresses,
+  listRoutes,
+  routeLookup,
+} from "../ffi/netlink.ts";
 import { ifIndex, setMtu, setUp } from "../ffi/tun.ts";
 import { ifNameToIndex } from "../ffi/libc.ts";
-import {
-  type EndpointSpec,
-  formatCidrLikeWg,
-  formatInterfaceAddress,
-  type InterfaceAddress,
-  type WgConfig,
-} from "../lib/config.ts";
+import { type EndpointSpec, formatCidrLikeWg, formatInterfaceAddress, type WgConfig } from "../lib/config.ts";
 import { configToUpdate, syncUpdate } from "../lib/setconf.ts";
-import { type Cidr, Endpoint, formatAddress } from "../lib/ip.ts";
+import { type Cidr, type Endpoint, formatAddress } from "../lib/ip.ts";
+import { chooseMtu, iptablesScript, nftScript, routeOrder } from "../lib/wg_quick.ts";
 import { daemonMain, serve } from "./daemon.ts";
 import { levelFromEnv, Logger, say, setLogInterface } from "./log.ts";
 import {
@@ -32,6 +38,7 @@ import {
   locateConfig,
   onPath,
   readConfig,
+  resolvconfName,
   runHooks,
   saveState,
   step,
@@ -48,8 +55,6 @@ import { uapiGet, uapiSet } from "./uapi_client.ts";
 
 /** wg-quick's first table and fwmark for the default-route case (0xca6c). */
 const FIRST_DEFAULT_TABLE = 51820;
-/** wg-quick takes the MTU of the way to the endpoints and leaves room for IPv6 + UDP + WireGuard (80 bytes). */
-const MTU_OVERHEAD = 80;
 
 export const UP_USAGE = `Usage: typetun up [-f/--foreground] [--metrics ADDR:PORT] CONFIG_FILE | INTERFACE
 
@@ -75,22 +80,29 @@ async function resolveEndpoints(cfg: WgConfig): Promise<Map<EndpointSpec, Endpoi
   return out;
 }
 
-/** wg-quick's MTU: the largest MTU on the way to any endpoint, else the default route's, else 1500; less 80. */
-export function computeMtu(endpoints: Iterable<Endpoint>): number {
-  let mtu = 0;
-  for (const ep of endpoints) {
+/**
+ * wg-quick's set_mtu_up without MTU =: for each endpoint the device holds (`wg show IF endpoints`), the MTU of
+ * the route to it (`ip route get`: the route's or the learnt path MTU, else its device's); if none, the first
+ * default route's; chooseMtu takes the smallest, less 80.
+ */
+async function autoMtu(ifname: string): Promise<number> {
+  const pathMtu = (r: { oif: number; mtu: number }) => r.mtu || (r.oif ? linkMtu(r.oif) : 0);
+  const paths: number[] = [];
+  for (const p of (await uapiGet(ifname)).peers) {
+    if (!p.endpoint) continue;
     try {
-      const oif = routeGet(ep.family, ep.addr);
-      if (oif) mtu = Math.max(mtu, linkMtu(oif));
+      paths.push(pathMtu(routeLookup(p.endpoint.family, p.endpoint.addr)));
     } catch {
       // No route to this endpoint (yet): it does not count.
     }
   }
-  if (!mtu) {
-    const def = listRoutes(4).find((r) => r.prefixLen === 0 && r.table === 254 && r.oif);
-    if (def) mtu = linkMtu(def.oif);
+  let def: number | undefined;
+  if (!paths.some((m) => m > 0)) {
+    // `ip route show default`: the main table's IPv4 default routes; wg-quick reads the first line.
+    const first = listRoutes(4).find((r) => r.prefixLen === 0 && r.table === 254);
+    if (first) def = pathMtu(first);
   }
-  return (mtu || 1500) - MTU_OVERHEAD;
+  return chooseMtu(paths, def);
 }
 
 /** Parses `Table =`: auto (the default), off, main, a number, or a name from /etc/iproute2/rt_tables. */
@@ -150,13 +162,7 @@ function run(tool: string, args: string[], input?: string): void {
  * carry a fwmark and keep using the main table; everything else goes to a table holding only the default
  * route through the tunnel, while more specific routes of the main table still win (suppress_prefixlength 0).
  */
-async function addDefault(
-  cfg: WgConfig,
-  ifname: string,
-  index: number,
-  c: Cidr,
-  state: UpState,
-): Promise<void> {
+async function addDefault(ifname: string, index: number, c: Cidr, state: UpState): Promise<void> {
   let table = (await uapiGet(ifname)).fwmark;
   if (!table) {
     table = FIRST_DEFAULT_TABLE;
@@ -195,87 +201,37 @@ async function addDefault(
       }
     }
   }
-  // wg-quick's anti-spoofing and connmark rules: nothing from outside may claim the tunnel's addresses, and
-  // replies to the tunnel's own UDP keep its mark. With nftables when `nft` is there (as wg-quick: one table
-  // per interface and family, which `down` deletes whole), else with iptables.
+  // wg-quick's anti-spoofing and connmark rules, for every address the interface has of this family (as
+  // `ip -o addr show dev`, so also one a hook added): nothing from outside may claim them, and replies to the
+  // tunnel's own UDP keep its mark. With nftables when `nft` is there (a table `wg-quick-IF` per family), else
+  // iptables-restore; the same names and comments as wg-quick, so `down` of either finds them.
+  const addrs = listAddresses(index).filter((a) => a.family === family).map((a) => formatAddress(a.addr));
   if (have("nft")) {
-    const script = nftRules(family, ifname, cfg.addresses.filter((a) => a.family === family), table);
-    const { pf, name } = nftTable(family, ifname);
-    run("nft", ["-f", "-"], script); // one transaction: all of the table or none
-    (state.nftables ??= []).push(`${pf} ${name}`);
+    run("nft", ["-f", "-"], nftScript(family, ifname, addrs, table)); // one transaction: all of it or none
     return;
   }
   const tool = family === 4 ? "iptables" : "ip6tables";
-  if (!have(tool)) {
+  if (!have(`${tool}-restore`)) {
+    // wg-quick fails here; a container image has neither tool, and its host's firewall is not ours to skip.
     say(
       "warn",
-      `Warning: neither nft nor ${tool} found: the default route works without wg-quick's firewall rules`,
+      `Warning: neither nft nor ${tool}-restore found: the default route works without wg-quick's firewall rules`,
     );
     return;
   }
-  const comment = ["-m", "comment", "--comment", `typetun rule for ${ifname}`];
-  const rules: string[][] = [];
-  for (const a of cfg.addresses.filter((a) => a.family === family)) {
-    const addr = new Endpoint(family, a.addr, 0).toString().replace(/:0$/, "").replace(/^\[|\]$/g, "");
-    rules.push(
-      ["-t", "raw", "PREROUTING", "!", "-i", ifname, "-d", addr, "-m", "addrtype", "!", "--src-type", "LOCAL"]
-        .concat(comment, ["-j", "DROP"]),
-    );
-  }
-  rules.push(
-    ["-t", "mangle", "POSTROUTING", "-m", "mark", "--mark", String(table), "-p", "udp"]
-      .concat(comment, ["-j", "CONNMARK", "--save-mark"]),
-  );
-  rules.push(
-    ["-t", "mangle", "PREROUTING", "-p", "udp"].concat(comment, ["-j", "CONNMARK", "--restore-mark"]),
-  );
-  for (const args of rules) {
-    run(tool, [args[0]!, args[1]!, "-I", ...args.slice(2)]);
-    state.firewall.push({ tool, args });
-  }
-}
-
-/** The nftables table of an interface's firewall rules, per family (wg-quick names its own `wg-quick-IF`). */
-export function nftTable(family: 4 | 6, ifname: string): { pf: "ip" | "ip6"; name: string } {
-  return { pf: family === 4 ? "ip" : "ip6", name: `typetun-${ifname}` };
+  run(`${tool}-restore`, ["-n"], iptablesScript(ifname, addrs, table));
 }
 
 /**
- * The nft script of wg-quick's add_default (linux.bash), for one family: a table holding a raw-priority
- * prerouting chain that drops packets for the tunnel's addresses arriving from elsewhere (unless from a local
- * address), and mangle-priority chains that save the fwmark of the tunnel's own UDP in the connection's mark
- * and restore it on the replies, so they match the `not fwmark` rule and stay out of the tunnel.
+ * wg-quick's set_dns: only with DNS servers (search domains alone set nothing), through resolvconf. Without
+ * resolvconf wg-quick fails (and undoes the rest): so does a file here; a configuration from the environment
+ * (a container, which has no resolvconf) only warns.
  */
-export function nftRules(family: 4 | 6, ifname: string, addresses: InterfaceAddress[], mark: number): string {
-  const { pf, name } = nftTable(family, ifname);
-  let out = `add table ${pf} ${name}\n` +
-    `add chain ${pf} ${name} preraw { type filter hook prerouting priority -300; }\n` +
-    `add chain ${pf} ${name} premangle { type filter hook prerouting priority -150; }\n` +
-    `add chain ${pf} ${name} postmangle { type filter hook postrouting priority -150; }\n`;
-  for (const a of addresses) {
-    out += `add rule ${pf} ${name} preraw iifname != ${JSON.stringify(ifname)} ${pf} daddr ` +
-      `${formatAddress(a.addr)} fib saddr type != local drop\n`;
-  }
-  out += `add rule ${pf} ${name} postmangle meta l4proto udp mark ${mark} ct mark set mark\n` +
-    `add rule ${pf} ${name} premangle meta l4proto udp meta mark set ct mark\n`;
-  return out;
-}
-
-/** resolvconf's record name: wg-quick prefixes "tun." when resolvconf orders interfaces by such names. */
-function resolvconfName(ifname: string): string {
-  try {
-    const order = readFileSync("/etc/resolvconf/interface-order", "utf8");
-    if (/^tun\.\*/m.test(order)) return `tun.${ifname}`;
-  } catch {
-    // Not Debian's resolvconf: no prefix.
-  }
-  return ifname;
-}
-
-function setDns(cfg: WgConfig, ifname: string, state: UpState): void {
-  if (!cfg.dns.length && !cfg.dnsSearch.length) return;
+function setDns(cfg: WgConfig, ifname: string, state: UpState, fromEnv: boolean): void {
+  if (!cfg.dns.length) return;
   if (!have("resolvconf")) {
     const all = [...cfg.dns, ...cfg.dnsSearch].join(", ");
+    if (!fromEnv) throw new Error(`DNS = ${all} needs resolvconf, which is not installed`);
     say("warn", `Warning: DNS = ${all} not applied: resolvconf is not installed`);
     return;
   }
@@ -349,7 +305,6 @@ export async function upMain(args: string[]): Promise<number> {
   const state: UpState = { ifname, config: path, rules: [], firewall: [], dns: null };
   let daemon: Promise<number> | null = null;
   try {
-    runHooks(cfg.preUp, ifname, "PreUp");
     step(`typetun ${foreground ? "-f " : ""}${ifname}`);
     if (foreground) {
       const log = new Logger(levelFromEnv(process.env.LOG_LEVEL ?? "error"), ifname);
@@ -359,26 +314,33 @@ export async function upMain(args: string[]): Promise<number> {
       throw new Error(`the daemon for ${ifname} did not start`);
     }
     const index = ifIndex(ifname);
-    step(`typetun setconf ${ifname} ${source}`);
-    await uapiSet(ifname, configToUpdate(cfg, "set", (e) => endpoints.get(e)!));
+    // The current wg-quick runs PreUp once the interface exists, and applies the file with `wg addconf`: only
+    // what it says, so a key or peer a hook set (`PreUp = wg set %i private-key /path`) stays.
+    runHooks(cfg.preUp, ifname, "PreUp");
+    step(`typetun addconf ${ifname} ${source}`);
+    await uapiSet(ifname, configToUpdate(cfg, "add", (e) => endpoints.get(e)!));
     for (const a of cfg.addresses) {
       step(`${ipFamily(a.family)} address add ${formatInterfaceAddress(a)} dev ${ifname}`);
       addAddress(index, a.family, a.addr, a.prefixLen);
     }
-    const mtu = cfg.mtu ?? computeMtu(endpoints.values());
+    const mtu = cfg.mtu ?? await autoMtu(ifname);
     step(`ip link set mtu ${mtu} up dev ${ifname}`);
     setMtu(ifname, mtu);
     setUp(ifname, true);
-    setDns(cfg, ifname, state);
+    setDns(cfg, ifname, state, source === "(environment)");
     if (table !== "off") {
-      const cidrs = cfg.peers.flatMap((p) => p.allowedIps).sort((a, b) => b.prefixLen - a.prefixLen);
-      for (const c of cidrs) {
+      // The allowed IPs the device holds (`wg show IF allowed-ips`: a hook's too), most specific first.
+      const held = new Map<string, Cidr>();
+      for (const p of (await uapiGet(ifname)).peers) {
+        for (const c of p.allowedIps) held.set(formatCidrLikeWg(c), c);
+      }
+      for (const c of routeOrder([...held.keys()]).map((k) => held.get(k)!)) {
         const route = `${ipFamily(c.family)} route add ${formatCidrLikeWg(c)} dev ${ifname}`;
         if (table !== "auto") {
           step(`${route} table ${table}`);
           addRoute(index, c.family, c.addr, c.prefixLen, { table });
         } else if (c.prefixLen === 0) {
-          await addDefault(cfg, ifname, index, c, state);
+          await addDefault(ifname, index, c, state);
         } else if (!covered(c, index)) {
           step(route);
           addRoute(index, c.family, c.addr, c.prefixLen);
@@ -395,7 +357,7 @@ export async function upMain(args: string[]): Promise<number> {
     }
   } catch (e) {
     say("error", `typetun: ${(e as Error).message}`);
-    await undoUp(state);
+    await undoUp(state, cfg.table);
     if (daemon) await daemon;
     return 1;
   }

@@ -58,6 +58,7 @@ export const RTM_GETADDR = 22;
 export const RTM_GETROUTE = 26;
 export const RTM_NEWRULE = 32;
 export const RTM_DELRULE = 33;
+export const RTM_GETRULE = 34;
 
 const NLMSGHDR_SIZE = 16;
 const IFINFOMSG_SIZE = 16;
@@ -74,8 +75,13 @@ const IFA_LOCAL = 2;
 const RTA_DST = 1;
 const RTA_OIF = 4;
 const RTA_PRIORITY = 6;
+const RTA_METRICS = 8;
+const RTAX_LOCK = 1;
+const RTAX_MTU = 2;
 const RTA_TABLE = 15;
+const FRA_IIFNAME = 3;
 const FRA_PRIORITY = 6;
+const FRA_OIFNAME = 17;
 const FRA_FWMARK = 10;
 const FRA_TABLE = 15;
 const FRA_SUPPRESS_PREFIXLEN = 14;
@@ -374,6 +380,24 @@ export interface Route {
   /** Output interface index; 0 when the route has none (e.g. unreachable, or multipath). */
   oif: number;
   table: number;
+  /** The route's own MTU (`ip route … mtu N`), 0 when it has none or it is locked (`mtu lock N`). */
+  mtu: number;
+}
+
+/**
+ * The MTU a route carries in RTA_METRICS (RTAX_MTU), as `ip route` prints `mtu N`; 0 when it has none. A locked
+ * one (`mtu lock N`, its bit in RTAX_LOCK) counts as none: wg-quick reads `mtu N` from `ip route` text, which
+ * prints `mtu lock N` then.
+ */
+function routeMtu(body: DataView, at: number, len: number): number {
+  let mtu = 0, lock = 0;
+  eachAttr(new DataView(body.buffer, body.byteOffset + at, len), 0, (type, a, l) => {
+    if (l < 4) return;
+    const v = body.getUint32(at + a, true);
+    if (type === RTAX_MTU) mtu = v;
+    else if (type === RTAX_LOCK) lock = v;
+  });
+  return lock & (1 << RTAX_MTU) ? 0 : mtu;
 }
 
 /** Every route of a family in every table, like `ip route show table all` (rtnetlink RTM_GETROUTE dump). */
@@ -389,12 +413,14 @@ export function listRoutes(family: 4 | 6): Route[] {
       prefixLen: r.body.getUint8(1),
       oif: 0,
       table: r.body.getUint8(4),
+      mtu: 0,
     };
     eachAttr(r.body, RTMSG_SIZE, (type, at, len) => {
       if (type === RTA_DST && len === route.dst.length) {
         route.dst.set(new Uint8Array(r.body.buffer, at, len));
       } else if (type === RTA_OIF && len >= 4) route.oif = r.body.getUint32(at, true);
       else if (type === RTA_TABLE && len >= 4) route.table = r.body.getUint32(at, true);
+      else if (type === RTA_METRICS) route.mtu = routeMtu(r.body, at, len);
     });
     routes.push(route);
   }
@@ -406,18 +432,28 @@ export function listRoutes(family: 4 | 6): Route[] {
  * @throws SysError ENETUNREACH when there is no route
  */
 export function routeGet(family: 4 | 6, dst: Uint8Array): number {
+  return routeLookup(family, dst).oif;
+}
+
+/**
+ * What `ip route get DST` answers: the output interface (0 if none) and the MTU of the route, or of the path
+ * MTU the kernel learnt for `dst` (0 if neither; a locked route MTU counts as none, see routeMtu).
+ * @throws SysError ENETUNREACH when there is no route
+ */
+export function routeLookup(family: 4 | 6, dst: Uint8Array): { oif: number; mtu: number } {
   const m = new MessageBuilder(RTM_GETROUTE, NLM_F_REQUEST, seq++, RTMSG_SIZE);
   m.buf[NLMSGHDR_SIZE] = familyCode(family, dst, family === 4 ? 32 : 128);
   m.buf[NLMSGHDR_SIZE + 1] = family === 4 ? 32 : 128;
   m.attr(RTA_DST, dst);
-  let oif = 0;
+  let oif = 0, mtu = 0;
   for (const r of transact(m, "netlink(RTM_GETROUTE)", { [ENETUNREACH]: "network is unreachable" })) {
     if (r.type !== RTM_NEWROUTE) continue;
     eachAttr(r.body, RTMSG_SIZE, (type, at, len) => {
       if (type === RTA_OIF && len >= 4) oif = r.body.getUint32(at, true);
+      else if (type === RTA_METRICS) mtu = routeMtu(r.body, at, len);
     });
   }
-  return oif;
+  return { oif, mtu };
 }
 
 /** The MTU of the interface `index` (RTM_GETLINK), like `ip link show` prints it. */
@@ -479,6 +515,43 @@ export function delRule(rule: Rule): void {
     [EPERM]: NEEDS_NET_ADMIN,
     [ENOENT]: "no such rule",
   });
+}
+
+/**
+ * The rules of a family, like `ip -4 rule show` (RTM_GETRULE dump), in the kernel's order, as far as
+ * {@link Rule} describes them: `other` is set when a rule has selectors it does not model (from, to, iif, oif,
+ * a plain `fwmark`, …), so that such a rule is never taken for one of wg-quick's.
+ */
+export function listRules(family: 4 | 6): (Rule & { other: boolean })[] {
+  const m = new MessageBuilder(RTM_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, seq++, FIB_RULE_HDR_SIZE);
+  m.buf[NLMSGHDR_SIZE] = family === 4 ? AF_INET : AF_INET6;
+  const out: (Rule & { other: boolean })[] = [];
+  for (const r of transact(m, "netlink(RTM_GETRULE dump)", {})) {
+    if (r.type !== RTM_NEWRULE || r.body.byteLength < FIB_RULE_HDR_SIZE) continue;
+    const invert = (r.body.getUint32(8, true) & FIB_RULE_INVERT) !== 0;
+    const rule: Rule & { other: boolean } = {
+      family,
+      table: r.body.getUint8(4),
+      other: r.body.getUint8(1) !== 0 || r.body.getUint8(2) !== 0 || r.body.getUint8(3) !== 0,
+    };
+    let mark: number | undefined;
+    eachAttr(r.body, FIB_RULE_HDR_SIZE, (type, at, len) => {
+      if (len < 4 && type !== FRA_IIFNAME && type !== FRA_OIFNAME) return;
+      const v = len >= 4 ? r.body.getUint32(at, true) : 0;
+      if (type === FRA_TABLE) rule.table = v;
+      else if (type === FRA_PRIORITY) rule.priority = v;
+      else if (type === FRA_FWMARK) mark = v;
+      // The kernel always sends it; 0xffffffff (-1) means none.
+      else if (type === FRA_SUPPRESS_PREFIXLEN && v !== 0xffffffff) rule.suppressPrefixLength = v;
+      else if (type === FRA_IIFNAME || type === FRA_OIFNAME) rule.other = true;
+    });
+    if (mark !== undefined && mark !== 0) {
+      if (invert) rule.notFwmark = mark;
+      else rule.other = true;
+    }
+    out.push(rule);
+  }
+  return out;
 }
 
 /** A link event: the interface `index` appeared or changed ("new"), or went away ("del"). */

@@ -1,6 +1,8 @@
 /**
  * The default-route case's firewall rules (root): with `nft` present, `up` puts wg-quick's rules in one
- * nftables table per interface and family, and `down` deletes it; without `nft`, iptables as before.
+ * nftables table per interface and family (`wg-quick-IF`, as wg-quick names it), and `down` deletes it;
+ * without `nft`, iptables-restore with wg-quick's comment. tests/netns/wgquick_diff_test.ts compares them
+ * with what the current wg-quick leaves.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -64,25 +66,25 @@ withDir("firewall: nftables, a table per interface and family, deleted by down",
   const up = typetun(ns1, `up ${file1}`);
   assert.equal(up.status, 0, up.stderr);
   assert.match(up.stderr, /\[#\] nft -f -/);
-  const v4 = inNs(ns1, `nft list table ip typetun-${if1}`);
+  const v4 = inNs(ns1, `nft list table ip wg-quick-${if1}`);
   assert.match(v4, new RegExp(`iifname != "${if1}" ip daddr 10\\.248\\.0\\.1 fib saddr type != local drop`));
   // The fwmark up chose (51820 = 0xca6c) is saved in the connection's mark, and restored on the replies.
   assert.match(v4, /meta l4proto udp meta mark 0x0000ca6c ct mark set meta mark/);
   assert.match(v4, /meta l4proto udp meta mark set ct mark/);
   assert.match(
-    inNs(ns1, `nft list table ip6 typetun-${if1}`),
+    inNs(ns1, `nft list table ip6 wg-quick-${if1}`),
     /ip6 daddr fd48::1 fib saddr type != local drop/,
   );
   // nft took the place of iptables.
-  assert.doesNotMatch(inNs(ns1, "iptables-save 2>/dev/null || true"), /typetun rule/);
+  assert.doesNotMatch(inNs(ns1, "iptables-save 2>/dev/null || true"), /wg-quick\(8\) rule/);
   // Everything goes into the tunnel, and the tunnel's own datagrams (marked) still leave by the veth.
   inNs(ns1, "ping -c 2 -i 0.2 -W 3 10.248.0.2");
   inNs(ns1, "ping -c 1 -W 3 fd48::2");
 
   const down = typetun(ns1, `down ${file1}`);
   assert.equal(down.status, 0, down.stderr);
-  assert.match(down.stderr, new RegExp(`\\[#\\] nft delete table ip typetun-${if1}`));
-  assert.doesNotMatch(inNs(ns1, "nft list tables"), /typetun-/);
+  assert.match(down.stderr, /\[#\] nft -f -/);
+  assert.doesNotMatch(inNs(ns1, "nft list tables"), /wg-quick-/);
   assert.equal(typetun(ns2, `down ${file2}`).status, 0);
 });
 
@@ -91,7 +93,16 @@ withDir("firewall: without nft, iptables rules, removed by down", (lab, dir, t) 
   // A PATH with iptables but no nft.
   const bin = `${dir}/bin`;
   Deno.mkdirSync(bin);
-  for (const tool of ["iptables", "ip6tables", "iptables-save", "ip6tables-save"]) {
+  for (
+    const tool of [
+      "iptables",
+      "ip6tables",
+      "iptables-save",
+      "ip6tables-save",
+      "iptables-restore",
+      "ip6tables-restore",
+    ]
+  ) {
     const where = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).stdout.trim();
     if (where) symlinkSync(where, `${bin}/${tool}`);
   }
@@ -100,10 +111,10 @@ withDir("firewall: without nft, iptables rules, removed by down", (lab, dir, t) 
   assert.equal(typetun(ns2, `up ${file2}`).status, 0);
   const up = typetun(ns1, `up ${file1}`, path);
   assert.equal(up.status, 0, up.stderr);
-  assert.match(inNs(ns1, "iptables-save"), new RegExp(`typetun rule for ${if1}`));
-  assert.doesNotMatch(inNs(ns1, "nft list tables"), /typetun-/);
+  assert.match(inNs(ns1, "iptables-save"), new RegExp(`wg-quick\\(8\\) rule for ${if1}`));
+  assert.doesNotMatch(inNs(ns1, "nft list tables"), /wg-quick-/);
   inNs(ns1, "ping -c 2 -i 0.2 -W 3 10.248.0.2");
   assert.equal(typetun(ns1, `down ${file1}`, path).status, 0);
-  assert.doesNotMatch(inNs(ns1, "iptables-save"), /typetun rule/);
+  assert.doesNotMatch(inNs(ns1, "iptables-save"), /wg-quick\(8\) rule/);
   assert.equal(typetun(ns2, `down ${file2}`).status, 0);
 });
