@@ -18,7 +18,7 @@ import { Device } from "../lib/device.ts";
 import { EADDRINUSE, formatErrno, formatGet, parseSet, type UapiRequest } from "../lib/uapi.ts";
 import { LinkMonitor } from "../ffi/netlink.ts";
 import { runtimeName } from "../ffi/runtime.ts";
-import { ifIndex, openTun, setMtu, type Tun } from "../ffi/tun.ts";
+import { adoptTun, ifIndex, openTun, setMtu, type Tun } from "../ffi/tun.ts";
 import { UdpBind } from "../ffi/udp.ts";
 import { RoundClock } from "./clock.ts";
 import { DataPlane } from "./dataplane.ts";
@@ -31,6 +31,7 @@ import { daemonMetricsSource, metricsAddressFromEnv, MetricsServer, parseMetrics
 import { Level, levelFromEnv, Logger } from "./log.ts";
 import { becomeUser, lookupUser, type RunAs } from "./privilege.ts";
 import { serveInProcess } from "./uapi_client.ts";
+import { handedFd, stdioPassing, watchSocketFile } from "./handoff.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
 import { warmUp, WARMUP_DELAY_MS, warmupWanted } from "./warmup.ts";
 
@@ -116,9 +117,17 @@ export function selfCommand(argv1 = process.argv[1]): [string, string[]] {
  */
 function startInBackground(name: string, extra: string[] = []): Promise<number> {
   const [cmd, pre] = selfCommand();
+  let stdio;
+  try {
+    // WG_TUN_FD and WG_UAPI_FD pass on to the daemon at the same numbers.
+    stdio = stdioPassing(["ignore", "pipe", "pipe"]);
+  } catch (e) {
+    process.stderr.write(`typetun: ${(e as Error).message}\n`);
+    return Promise.resolve(1);
+  }
   const child = spawn(cmd, [...pre, "-f", ...extra, name], {
     detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio,
     env: { ...process.env, TYPETUN_READY_FD: "stdout", WG_PROCESS_FOREGROUND: "1" },
   });
   return new Promise((resolve) => {
@@ -183,7 +192,9 @@ export async function serve(
   reportReady: boolean,
   options: { user?: RunAs } = {},
 ): Promise<number> {
-  const sockPath = `${SOCKET_DIR}/${name}.sock`;
+  let sockPath = `${SOCKET_DIR}/${name}.sock`;
+  // Descriptors a supervisor handed in (WG_TUN_FD, WG_UAPI_FD; cmd/handoff.ts), as wireguard-go takes them.
+  let uapiFd: number | null = null;
   let tun: Tun, bind: UdpBind, links: LinkMonitor, server: UapiServer, transport: AeadSelection;
   let scale: number, x25519: X25519, warmup: boolean;
   let metrics: MetricsServer | null = null;
@@ -195,17 +206,25 @@ export async function serve(
     x25519 = selectX25519();
     const offload = offloadsWanted();
     warmup = warmupWanted();
-    await claimSocket(sockPath);
+    const tunFd = handedFd("WG_TUN_FD");
+    uapiFd = handedFd("WG_UAPI_FD");
+    const adopted = tunFd === null ? null : adoptTun(tunFd, { vnetHdr: offload });
+    // wireguard-go names the socket after the interface the descriptor is attached to.
+    if (adopted) sockPath = `${SOCKET_DIR}/${adopted.name}.sock`;
+    if (uapiFd === null) await claimSocket(sockPath);
     // Before the interface: an address in use is refused with nothing to undo.
     if (metricsAt) metrics = await MetricsServer.listen(metricsAt);
-    tun = openTun(name, { vnetHdr: offload });
+    tun = adopted ?? openTun(name, { vnetHdr: offload });
     setMtu(tun.name, DEFAULT_MTU);
     bind = UdpBind.open(0, 0, { gso: offload, gro: offload });
     links = new LinkMonitor();
-    mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o755 });
+    if (uapiFd === null) mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o755 });
     // Tests shorten the idle timeout with the clock, but never below a second (a `wg` command needs less).
     const idleTimeoutMs = Math.max(1000, UAPI_IDLE_TIMEOUT_MS / scale);
-    server = await UapiServer.listen(sockPath, log, { idleTimeoutMs });
+    server = await UapiServer.listen(uapiFd === null ? sockPath : { fd: uapiFd }, log, { idleTimeoutMs });
+    // Taken: hooks and other children started from here on do not see them.
+    delete process.env.WG_TUN_FD;
+    delete process.env.WG_UAPI_FD;
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     metrics?.close();
@@ -290,6 +309,8 @@ export async function serve(
     return reply;
   };
   server.serve(handle);
+  // As wireguard-go: deleting the socket file stops the daemon (inotify, no polling; cmd/handoff.ts).
+  const unwatch = watchSocketFile(sockPath, (why) => loop.stop(why));
   // `up -f` talks to this daemon from the same process (reload, SaveConfig), also after --user.
   const withdraw = serveInProcess(name, handle);
   // --user: what needs root is done (the TUN, the sockets, the UAPI socket); CAP_NET_ADMIN is all that stays.
@@ -323,11 +344,13 @@ export async function serve(
     exitCode = 1;
   }
   withdraw();
+  unwatch();
   server.close();
   if (warmupTimer !== null) clearTimeout(warmupTimer);
   metrics?.close();
   try {
-    unlinkSync(sockPath);
+    // An inherited socket's file belongs to whoever bound it (wireguard-go leaves it too).
+    if (uapiFd === null) unlinkSync(sockPath);
   } catch {
     // Already gone.
   }

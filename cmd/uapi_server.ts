@@ -74,9 +74,14 @@ export class UapiServer {
 
   /**
    * Listens on `path`, private to root as wireguard-go makes it; connections are refused until
-   * {@link serve} names the handler.
+   * {@link serve} names the handler. `{ fd }` serves a socket that is already bound and listening (one a
+   * supervisor handed in, WG_UAPI_FD), as it is.
    */
-  static listen(path: string, log: Logger, options: UapiServerOptions = {}): Promise<UapiServer> {
+  static listen(
+    path: string | { fd: number },
+    log: Logger,
+    options: UapiServerOptions = {},
+  ): Promise<UapiServer> {
     return new Promise((resolve, reject) => {
       // Half-open: a client may send its requests and shut down its sending side, then read the replies.
       const server = createServer({ allowHalfOpen: true });
@@ -89,7 +94,7 @@ export class UapiServer {
       server.listen(path, () => {
         process.umask(old);
         try {
-          chmodSync(path, 0o755 & ~0o077);
+          if (typeof path === "string") chmodSync(path, 0o755 & ~0o077);
         } catch {
           // The umask already made it private.
         }

@@ -56,6 +56,10 @@ export const IFF_MULTI_QUEUE = 0x0100;
 export const IFF_VNET_HDR = 0x4000;
 /** `_IOW('T', 202, int)`. */
 export const TUNSETIFF = 0x400454ca;
+/** `_IOR('T', 210, unsigned int)`: the name and flags of the interface a TUN descriptor is attached to. */
+export const TUNGETIFF = 0x800454d2;
+const IFF_TAP = 0x0002;
+const F_SETFD = 2, F_GETFL = 3, F_SETFL = 4, FD_CLOEXEC = 1;
 /** `_IOW('T', 208, unsigned int)`: which offloads the reader can take (linux/if_tun.h). */
 export const TUNSETOFFLOAD = 0x400454d0;
 /** TUNSETOFFLOAD bits: partial checksums, TSO for IPv4 and IPv6, TSO with ECN. */
@@ -87,6 +91,8 @@ const vio = openLibrary(LIBC, {
   readv: { args: ["i32", "buffer", "i32"], result: "i32" },
   writev: { args: ["i32", "buffer", "i32"], result: "i32" },
   ioctlValue: { name: "ioctl", args: ["i32", "u64", "u64"], result: "i32" },
+  // fcntl(2) with an int argument (F_GETFL, F_SETFL, F_SETFD), for a TUN descriptor handed in (adoptTun).
+  fcntl: { args: ["i32", "i32", "i32"], result: "i32" },
 });
 
 /** One `struct iovec` {iov_base, iov_len}, shared by every readAt/writeAt of this thread. */
@@ -256,6 +262,38 @@ export function openTun(name: string, options: TunOptions = {}): Tun {
   const offload = vnetHdr &&
     vio.symbols.ioctlValue(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) === 0;
   return new Tun(fd, fromCString(req, 0, IFNAMSIZ), vnetHdr, offload);
+}
+
+/**
+ * Takes over a TUN descriptor that another process opened and attached (wireguard-go's `WG_TUN_FD`, as a
+ * supervisor hands it in): the interface is not opened by name. The name and flags come from `TUNGETIFF`; the
+ * descriptor is made non-blocking and close-on-exec. It must be `IFF_TUN | IFF_NO_PI` (bare IP packets); if it
+ * was attached with `IFF_VNET_HDR`, packets carry the header and `TUNSETOFFLOAD` is asked for when
+ * `options.vnetHdr` (offloads wanted) is set, as wireguard-go's CreateTUNFromFile does.
+ * @throws SysError when `fd` is not an open TUN descriptor, Error when it is a TAP or carries packet info
+ */
+export function adoptTun(fd: number, options: TunOptions = {}): Tun {
+  const req = ifreq("tun"); // the kernel writes the name over it
+  if (libc.symbols.ioctl(fd, TUNGETIFF, req) < 0) {
+    throw new SysError(`ioctl(TUNGETIFF fd ${fd})`, errno(), "the descriptor is not an attached TUN device");
+  }
+  const flags = new DataView(req.buffer).getUint16(IFR_UNION, true);
+  const name = fromCString(req, 0, IFNAMSIZ);
+  if (flags & IFF_TAP || !(flags & IFF_TUN)) throw new Error(`fd ${fd} (${name}) is a TAP device, not a TUN`);
+  if (!(flags & IFF_NO_PI)) {
+    throw new Error(`fd ${fd} (${name}) was attached without IFF_NO_PI (packets would carry packet info)`);
+  }
+  const fl = vio.symbols.fcntl(fd, F_GETFL, 0);
+  if (
+    fl < 0 || vio.symbols.fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+    vio.symbols.fcntl(fd, F_SETFD, FD_CLOEXEC) < 0
+  ) {
+    throw new SysError(`fcntl(fd ${fd})`, errno());
+  }
+  const vnetHdr = (flags & IFF_VNET_HDR) !== 0;
+  const offload = vnetHdr && options.vnetHdr === true &&
+    vio.symbols.ioctlValue(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) === 0;
+  return new Tun(fd, name, vnetHdr, offload);
 }
 
 // One datagram socket serves every interface ioctl; it is opened on first use and kept.
