@@ -25,6 +25,7 @@ import { DataPlane } from "./dataplane.ts";
 import { Poller } from "./poller.ts";
 import { TunDevice } from "./tun_device.ts";
 import { UdpTransport } from "./udp_transport.ts";
+import { Connections, connectionCapacityFromEnv } from "./connections.ts";
 import { type AeadSelection, selectAead, selectX25519, x25519Warning } from "./crypto.ts";
 import { systemRng } from "./keys.ts";
 import { daemonMetricsSource, metricsAddressFromEnv, MetricsServer, parseMetricsAddress } from "./metrics.ts";
@@ -196,10 +197,11 @@ export async function serve(
   // Descriptors a supervisor handed in (WG_TUN_FD, WG_UAPI_FD; cmd/handoff.ts), as wireguard-go takes them.
   let uapiFd: number | null = null;
   let tun: Tun, bind: UdpBind, links: LinkMonitor, server: UapiServer, transport: AeadSelection;
-  let scale: number, x25519: X25519, warmup: boolean;
+  let scale: number, x25519: X25519, warmup: boolean, connCapacity: number;
   let metrics: MetricsServer | null = null;
   try {
     scale = timeScale();
+    connCapacity = connectionCapacityFromEnv();
     const metricsAt = metricsAddressFromEnv();
     // Before the interface exists: TYPETUN_CRYPTO=native without a library is refused with nothing to undo.
     transport = selectAead();
@@ -235,6 +237,8 @@ export async function serve(
   const clock = new RoundClock(scale);
   const device = new Device({ clock, rng: systemRng, mtu: DEFAULT_MTU, aead: transport.aead, x25519 });
   device.listenPort = bind.port;
+  // Per-connection statistics and per-peer filters: packet hooks of the device (cmd/connections.ts).
+  const connections = new Connections(device, connCapacity);
   const index = ifIndex(tun.name);
   if (scale !== 1) {
     log.error(
@@ -268,7 +272,7 @@ export async function serve(
   const udp = new UdpTransport(bind, poller);
   const loop = new DataPlane({ device, packets, transport: udp, clock, waker: poller, log });
   if (metrics) {
-    metrics.source = daemonMetricsSource(tun.name, loop, tun, udp, scale);
+    metrics.source = daemonMetricsSource(tun.name, loop, tun, udp, scale, connections);
     log.info(`Metrics on http://${process.env.TYPETUN_METRICS}/metrics and /healthz`);
   }
   const onSignal = (sig: string) => () => loop.stop(`received ${sig}`);
@@ -303,7 +307,7 @@ export async function serve(
 
   const handle = (req: UapiRequest) => {
     if (warmupTimer !== null && req.op === "set") setTimeout(startWarmup, 0);
-    const reply = handleUapi(req, loop, udp);
+    const reply = handleUapi(req, loop, udp, connections);
     // A change may have queued handshakes or keepalives, or moved a deadline; a get changes nothing.
     if (req.op === "set") poller.wake();
     return reply;
@@ -366,11 +370,12 @@ export async function serve(
 const onOff = (on: boolean) => (on ? "on" : "off");
 
 /** One UAPI request against the running device (cmd-side effects: rebinding the port, the fwmark). */
-function handleUapi(req: UapiRequest, loop: DataPlane, udp: UdpTransport): string {
+function handleUapi(req: UapiRequest, loop: DataPlane, udp: UdpTransport, connections: Connections): string {
   const device = loop.device;
   loop.clock.tick();
   if (req.op === "error") return formatErrno(req.errno);
   if (req.op === "get") return formatGet(device.info()) + formatErrno(0);
+  if (req.op === "connections") return connections.reply() + formatErrno(0);
   const parsed = parseSet(req.body);
   if (!parsed.ok) {
     loop.log.error(`UAPI set refused: ${parsed.message}`);
@@ -391,6 +396,7 @@ function handleUapi(req: UapiRequest, loop: DataPlane, udp: UdpTransport): strin
     update.listenPort = udp.bind.port;
   }
   device.apply(update);
+  connections.applied(update);
   // What the change sent (a keepalive when persistent keepalive is turned on) leaves now, not at the next round.
   udp.flush();
   return formatErrno(0);

@@ -10,6 +10,7 @@
  * grows with the number of peers and not with traffic.
  * @module
  */
+import type { Connections } from "./connections.ts";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import process from "node:process";
 import { DEFAULT_MAX_HANDSHAKE_AGE, handshakeHealth, type HealthVerdict } from "../lib/health.ts";
@@ -65,6 +66,7 @@ export function daemonMetricsSource(
   tun: Tun,
   udp: UdpTransport,
   timeScale: number,
+  connections: Connections | null = null,
 ): MetricsSource {
   const offloads = (): OffloadState[] => {
     const out: OffloadState[] = [
@@ -84,7 +86,8 @@ export function daemonMetricsSource(
   return {
     metrics() {
       loop.clock.tick(); // the loop may be idle: "under load" compares with the time now
-      return formatMetrics(snapshotDevice(loop.device, ifname, offloads()));
+      return formatMetrics(snapshotDevice(loop.device, ifname, offloads())) +
+        (connections?.metrics(ifname) ?? "");
     },
     health(maxAgeMs = DEFAULT_MAX_HANDSHAKE_AGE / timeScale) {
       return handshakeHealth(loop.device.info().peers, loop.clock.wall(), maxAgeMs);

@@ -41,6 +41,9 @@ wireguard-go, boringtun), as wg show does. Without an interface, or with "all", 
 "dump" prints everything, tab-separated. The environment variables WG_COLOR_MODE (always, never, auto)
 and WG_HIDE_KEYS (never: print private and preshared keys) work as for wg.
 
+typetun show <interface> connections [--json] prints typetun's per-connection statistics (packets and
+bytes each way, by bytes from the most, and per peer) and the peers' packet filters with their drop counts.
+
 --json prints one object per interface (an array of them for "all"; peers in the interface's order):
   { "name": "wg0", "publicKey": "base64" | null, "privateKey": "(hidden)" | "base64" | null,
     "listenPort": 51820, "fwmark": 0,
@@ -294,6 +297,10 @@ export async function showMain(args: string[]): Promise<number> {
   if (positionals.length > 2 || (target === "interfaces" && (field !== undefined || values.json))) {
     process.stderr.write(SHOW_USAGE);
     return 1;
+  }
+  // typetun's own: the per-connection statistics and filters (cmd/connections.ts), of one interface.
+  if (field === "connections" && target !== "all" && target !== "interfaces") {
+    return (await import("./connections.ts")).showConnections(target, values.json === true);
   }
   if (field !== undefined && (values.json || !FIELDS.includes(field))) {
     process.stderr.write(values.json ? SHOW_USAGE : `Invalid parameter: \`${field}'\n${SHOW_USAGE}`);

@@ -13,6 +13,7 @@
 
 import { keyFromBase64, keyToBase64, keyToHex } from "./encoding.ts";
 import type { AllowedIpChange } from "./allowedips.ts";
+import { formatRules, parseRules, type Rules } from "./filter.ts";
 import {
   type Cidr,
   Endpoint,
@@ -66,6 +67,12 @@ export interface PeerConfig {
    * one and the peer's other prefixes stay.
    */
   allowedIps: AllowedIpChange[];
+  /**
+   * typetun's per-peer packet filter (lib/filter.ts): the connections the peer may open to us and we to it;
+   * null is `any`, undefined not given. wg(8) knows neither key: `convert --strip` drops them.
+   */
+  allowInbound?: Rules;
+  allowOutbound?: Rules;
 }
 
 /** One configuration file. Undefined fields were not given; lists are empty when not given. */
@@ -146,6 +153,8 @@ const PEER_KEYS = [
   "AllowedIPs",
   "Endpoint",
   "PersistentKeepalive",
+  "AllowInbound",
+  "AllowOutbound",
 ] as const;
 /**
  * Keys that name a file holding a key (systemd-networkd's names). wg(8) knows neither, so `wg setconf`'s
@@ -181,7 +190,8 @@ export function stripQuick(cfg: WgConfig): WgConfig {
     privateKeyFile: cfg.privateKeyFile,
     listenPort: cfg.listenPort,
     fwmark: cfg.fwmark,
-    peers: cfg.peers,
+    // typetun's filter keys go too: what is left is what wg(8) accepts.
+    peers: cfg.peers.map(({ allowInbound: _i, allowOutbound: _o, ...p }) => p),
   };
 }
 
@@ -303,6 +313,20 @@ export class Builder {
       case "PersistentKeepalive":
         peer!.persistentKeepalive = this.#uint(name, v, 0xffff, line, true);
         return;
+      case "AllowInbound":
+      case "AllowOutbound": {
+        // typetun's filter keys: `typetun setconf`/`up` send them (as allow_inbound=/allow_outbound=); wg(8)
+        // refuses the line, so a file with them is for typetun only.
+        let rules: Rules;
+        try {
+          rules = parseRules(v);
+        } catch (e) {
+          this.fail(line, `bad ${name}: ${(e as Error).message}`);
+        }
+        if (name === "AllowInbound") peer!.allowInbound = rules;
+        else peer!.allowOutbound = rules;
+        return;
+      }
     }
   }
 
@@ -544,6 +568,8 @@ export const PEER_OUT: Out<PeerConfig> = [
   ["AllowedIPs", (p) => list(p.allowedIps.map((c) => (c.op ?? "") + formatCidrLikeWg(c)), true)],
   ["Endpoint", (p) => p.endpoint ? text(formatEndpointSpec(p.endpoint)) : null],
   ["PersistentKeepalive", (p) => num(p.persistentKeepalive, { zeroIsOff: true })],
+  ["AllowInbound", (p) => p.allowInbound === undefined ? null : text(formatRules(p.allowInbound))],
+  ["AllowOutbound", (p) => p.allowOutbound === undefined ? null : text(formatRules(p.allowOutbound))],
 ];
 
 /** Writes the keys of `table` that `x` has, each through `line` (which spells one key and its value). */
@@ -589,6 +615,8 @@ function canonical(c: WgConfig): string {
       p.endpoint ? [p.endpoint.host, p.endpoint.port] : null,
       p.persistentKeepalive ?? null,
       p.allowedIps.map(cidr),
+      p.allowInbound === undefined ? null : formatRules(p.allowInbound),
+      p.allowOutbound === undefined ? null : formatRules(p.allowOutbound),
     ]),
     c.addresses.map(cidr),
     c.dns,

@@ -81,6 +81,9 @@ export function configToUpdate(
     if (p.presharedKey) peer.presharedKey = p.presharedKey;
     if (p.endpoint) peer.endpoint = resolve(p.endpoint);
     if (p.persistentKeepalive !== undefined) peer.persistentKeepalive = p.persistentKeepalive;
+    // typetun's filter keys (allow_inbound=, allow_outbound=): only a file that has them sends them.
+    if (p.allowInbound !== undefined) peer.allowInbound = p.allowInbound;
+    if (p.allowOutbound !== undefined) peer.allowOutbound = p.allowOutbound;
     u.peers.push(peer);
   }
   return u;
@@ -98,8 +101,17 @@ function literalOnly(e: EndpointSpec): Endpoint {
  * and a running peer's preshared key or persistent keepalive that the file no longer mentions is turned off.
  * Unchanged peers keep their sessions. A file without peers keeps replace_peers and so removes them all.
  */
-export function syncUpdate(update: DeviceUpdate, running: DeviceInfo): DeviceUpdate {
+export function syncUpdate(
+  update: DeviceUpdate,
+  running: DeviceInfo,
+  filtered: ReadonlySet<string> = new Set(),
+): DeviceUpdate {
   if (update.peers.length === 0 || running.peers.length === 0) return update;
+  // A get does not report typetun's filters. A peer known to have one (`filtered`, hex keys), or any peer when
+  // the file filters some (so the interface is typetun's), is sent `any` for a direction the file leaves out.
+  const clearFilters = update.peers.some((p) =>
+    p.allowInbound !== undefined || p.allowOutbound !== undefined
+  );
   const removals: PeerUpdate[] = [];
   const peers = update.peers.map((p) => ({ ...p }));
   const byKey = new Map(peers.map((p) => [keyToHex(p.publicKey), p]));
@@ -117,6 +129,10 @@ export function syncUpdate(update: DeviceUpdate, running: DeviceInfo): DeviceUpd
     }
     if (r.presharedKey && !filePeer.presharedKey) filePeer.presharedKey = new Uint8Array(32);
     if (r.persistentKeepalive && filePeer.persistentKeepalive === undefined) filePeer.persistentKeepalive = 0;
+    if (clearFilters || filtered.has(keyToHex(r.publicKey))) {
+      filePeer.allowInbound ??= null;
+      filePeer.allowOutbound ??= null;
+    }
   }
   return { ...update, replacePeers: false, peers: [...removals, ...peers] };
 }

@@ -17,6 +17,7 @@ import { isZero } from "./crypto.ts";
 import { type Cidr, type Endpoint, formatCidr, parseCidr, parseEndpoint } from "./ip.ts";
 import { NOISE_PUBLIC_KEY_LEN } from "./messages.ts";
 import { keyFromHex, keyToHex } from "./encoding.ts";
+import { formatRules, parseRules, type Rules } from "./filter.ts";
 import type { AllowedIpChange } from "./allowedips.ts";
 
 // ---- Errno values (Linux <errno.h>) ----
@@ -58,6 +59,12 @@ export interface PeerUpdate {
    * `replace_allowed_ips` in the section are already left out.
    */
   allowedIps: AllowedIpChange[];
+  /**
+   * typetun's own keys `allow_inbound=` / `allow_outbound=` (lib/filter.ts syntax): the peer's packet filter.
+   * wg(8) never sends them and `get=1` never prints them, so `wg show`/`showconf` are unchanged; null is `any`.
+   */
+  allowInbound?: Rules;
+  allowOutbound?: Rules;
 }
 
 /** A whole set request. Peers appear in request order; the same key may appear in several sections. */
@@ -111,6 +118,8 @@ const PEER_KEYS = new Set([
   "replace_allowed_ips",
   "allowed_ip",
   "protocol_version",
+  "allow_inbound",
+  "allow_outbound",
 ]);
 
 /**
@@ -237,6 +246,16 @@ function peerLine(p: PeerUpdate, key: string, value: string): UapiError | null {
     case "protocol_version":
       if (value !== "1") return fail(EINVAL, `unsupported protocol_version ${quote(value)} (only "1")`);
       return null;
+    case "allow_inbound":
+    case "allow_outbound":
+      try {
+        const rules = parseRules(value);
+        if (key === "allow_inbound") p.allowInbound = rules;
+        else p.allowOutbound = rules;
+      } catch (e) {
+        return fail(EINVAL, `invalid ${key}: ${(e as Error).message}`);
+      }
+      return null;
   }
   if (DEVICE_KEYS.has(key)) return fail(EINVAL, `device key ${key} after a public_key`);
   return fail(EINVAL, `invalid UAPI peer key ${quote(key)}`);
@@ -263,6 +282,8 @@ export function formatSet(update: DeviceUpdate): string {
     }
     if (p.replaceAllowedIps) out += "replace_allowed_ips=true\n";
     for (const c of p.allowedIps) out += `allowed_ip=${c.op === "-" ? "-" : ""}${formatCidr(c)}\n`;
+    if (p.allowInbound !== undefined) out += `allow_inbound=${formatRules(p.allowInbound)}\n`;
+    if (p.allowOutbound !== undefined) out += `allow_outbound=${formatRules(p.allowOutbound)}\n`;
   }
   return out;
 }
@@ -414,6 +435,8 @@ export function formatErrno(errno: number): string {
 export type UapiRequest =
   | { op: "get" }
   | { op: "set"; body: string }
+  /** typetun's extension `get=connections`: its per-connection statistics and filters (lib/connstats.ts). */
+  | { op: "connections" }
   /** The stream is not the protocol. Reply formatErrno(errno) if you like, then close: framing is lost. */
   | { op: "error"; errno: number; message: string };
 
@@ -439,6 +462,9 @@ export const UAPI_MAX_REQUEST_BYTES = 4 << 20;
 const NL = 10;
 const GET_REQUEST = new TextEncoder().encode("get=1\n\n");
 const SET_LINE = new TextEncoder().encode("set=1\n");
+/** Only typetun's own CLI sends it; wireguard-go closes the connection on it, as on any unknown operation. */
+export const CONNECTIONS_REQUEST_TEXT = "get=connections\n\n";
+const CONNECTIONS_REQUEST = new TextEncoder().encode(CONNECTIONS_REQUEST_TEXT);
 /** What a reader holds between requests; a buffer grown for a big request is given back once it is done. */
 const SMALL_BUFFER = 4096;
 /**
@@ -454,7 +480,7 @@ const utf8Encoder = new TextEncoder();
 
 /** A request framed but not yet returned; a set's body is the stream's bytes from `from` to `to`. */
 type Framed =
-  | { op: "get"; end: number }
+  | { op: "get" | "connections"; end: number }
   | { op: "set"; from: number; to: number; end: number }
   | { op: "error"; errno: number; message: string };
 
@@ -569,8 +595,8 @@ export class UapiReader {
       this.#release(this.#base + this.#length);
       return f;
     }
-    const req: UapiRequest = f.op === "get"
-      ? { op: "get" }
+    const req: UapiRequest = f.op !== "set"
+      ? { op: f.op }
       : { op: "set", body: utf8.decode(this.#buf.subarray(f.from - this.#base, f.to - this.#base)) };
     this.#release(f.end);
     return req;
@@ -618,7 +644,13 @@ export class UapiReader {
         this.#lastNl = true;
         continue;
       }
-      if (get === have || set === have) break; // what has arrived can still become an operation line
+      const conns = matching(buf, at, have, CONNECTIONS_REQUEST);
+      if (conns === CONNECTIONS_REQUEST.length) {
+        this.#framed.push({ op: "connections", end: this.#request + conns });
+        this.#request += conns;
+        continue;
+      }
+      if (get === have || set === have || conns === have) break; // can still become an operation line
       if (get === GET_REQUEST.length - 1) {
         this.#stop(EINVAL, "Trailing text after get=1 (expected a blank line)");
       } else {
