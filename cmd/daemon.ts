@@ -25,7 +25,7 @@ import { DataPlane } from "./dataplane.ts";
 import { Poller } from "./poller.ts";
 import { TunDevice } from "./tun_device.ts";
 import { UdpTransport } from "./udp_transport.ts";
-import { Connections, connectionCapacityFromEnv } from "./connections.ts";
+import { connectionCapacityFromEnv, Connections } from "./connections.ts";
 import { type AeadSelection, selectAead, selectX25519, x25519Warning } from "./crypto.ts";
 import { systemRng } from "./keys.ts";
 import { daemonMetricsSource, metricsAddressFromEnv, MetricsServer, parseMetricsAddress } from "./metrics.ts";
