@@ -10,6 +10,7 @@ import { genkey, genpsk, pubkey } from "./keys.ts";
 
 const USAGE = `Usage: typetun <cmd> [<args>]
        typetun [-f/--foreground] INTERFACE-NAME   (the daemon, as wireguard-go)
+       typetun                                    (as typetun show)
 
 Available subcommands:
   up        Brings a tunnel up from a wg-quick config file (as wg-quick up)
@@ -20,6 +21,8 @@ Available subcommands:
   setconf   Applies a configuration file to a WireGuard interface
   addconf   Appends a configuration file to a WireGuard interface
   syncconf  Synchronizes a configuration file to a WireGuard interface
+  save      Writes the running configuration back to its config file (as wg-quick save)
+  strip     Prints a config file without wg-quick's keys, for syncconf (as wg-quick strip)
   convert   Converts a configuration file between the .conf and TOML formats
   health    Exits 0 if the daemon answers and every peer with an endpoint has a recent handshake
   genkey    Generates a new private key and writes it to stdout
@@ -53,6 +56,10 @@ export async function main(argv: string[]): Promise<number> {
     case "addconf":
     case "syncconf":
       return (await import("./set.ts")).setconfMain(command, rest);
+    case "save":
+      return (await import("./save.ts")).saveMain(rest);
+    case "strip":
+      return (await import("./save.ts")).stripMain(rest);
     case "convert":
       return (await import("./convert.ts")).convertMain(rest);
     case "health":
@@ -80,8 +87,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(USAGE);
       return 0;
     case undefined:
-      process.stderr.write(USAGE);
-      return 1;
+      // As wg: no arguments is `show` (every interface; nothing when there are none).
+      return (await import("./show.ts")).showMain([]);
     default:
       // Anything else is wireguard-go's calling convention: `typetun [-f] IFNAME`.
       return (await import("./daemon.ts")).daemonMain(argv);

@@ -194,7 +194,7 @@ export function runHooks(hooks: string[], ifname: string, what: string): void {
  * the spelling the file is read in. A configuration that spelling cannot carry (a hook a .conf line cannot
  * hold) is a ConfigError, and the file is left as it was.
  */
-async function saveConfig(path: string, ifname: string, cfg: WgConfig): Promise<void> {
+export async function saveConfig(path: string, ifname: string, cfg: WgConfig): Promise<void> {
   const running = configFromDevice(await uapiGet(ifname));
   const index = ifNameToIndex(ifname);
   // The link-local address the kernel gave the TUN is its own, not the config's.
@@ -208,7 +208,7 @@ async function saveConfig(path: string, ifname: string, cfg: WgConfig): Promise<
   running.postUp = cfg.postUp;
   running.preDown = cfg.preDown;
   running.postDown = cfg.postDown;
-  running.saveConfig = true;
+  running.saveConfig = cfg.saveConfig; // true when down saves; `typetun save` keeps what the file says
   // Keys that came from files stay there: the saved file names them again rather than holding the secret.
   running.privateKeyFile = cfg.privateKeyFile;
   for (const p of running.peers) {
