@@ -16,6 +16,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { dirname, resolve as resolvePath } from "node:path";
 import {
   addAddress,
   addRoute,
@@ -52,11 +53,13 @@ import { becomeUser, lookupUser, type RunAs } from "./privilege.ts";
 import { metricsAddressFromEnv, parseMetricsAddress } from "./metrics.ts";
 import { resolveEndpoint } from "./set.ts";
 import { uapiGet, uapiSet } from "./uapi_client.ts";
+import { checkHops, type HopSpec, innerFamilies, multihopMtu, readHops, viaToEnv } from "./multihop.ts";
 
 /** wg-quick's first table and fwmark for the default-route case (0xca6c). */
 const FIRST_DEFAULT_TABLE = 51820;
 
-export const UP_USAGE = `Usage: typetun up [-f/--foreground] [--metrics ADDR:PORT] CONFIG_FILE | INTERFACE
+export const UP_USAGE =
+  `Usage: typetun up [-f/--foreground] [--metrics ADDR:PORT] [--via HOP.conf]... CONFIG_FILE | INTERFACE
 
   CONFIG_FILE is a wg-quick(8) .conf file (or the same keys in .toml) whose name, without the extension, is
   the interface name; INTERFACE alone means /etc/wireguard/INTERFACE.conf (or .toml). With -f the daemon
@@ -69,6 +72,11 @@ export const UP_USAGE = `Usage: typetun up [-f/--foreground] [--metrics ADDR:POR
   Under -f, SIGTERM or SIGINT takes the tunnel down and exits; SIGHUP applies the changed configuration
   (as wg syncconf: sessions of unchanged peers stay). --user NAME|UID runs the daemon as that user once the
   tunnel is up, with CAP_NET_ADMIN only.
+
+  --via HOP.conf (repeatable; or Via = in [Interface]) carries the tunnel inside other WireGuard tunnels in
+  the same process (multihop): the first is the entry relay, each next one goes inside the one before. A hop
+  file is a wg-quick file whose Address is the hop's own address in its tunnel; its peer's AllowedIPs must
+  cover the endpoint of the tunnel inside it.
 `;
 
 const ipFamily = (f: 4 | 6) => `ip -${f}`;
@@ -85,13 +93,14 @@ async function resolveEndpoints(cfg: WgConfig): Promise<Map<EndpointSpec, Endpoi
  * the route to it (`ip route get`: the route's or the learnt path MTU, else its device's); if none, the first
  * default route's; chooseMtu takes the smallest, less 80.
  */
-async function autoMtu(ifname: string): Promise<number> {
+async function autoMtu(ifname: string, endpoints?: Iterable<Endpoint>): Promise<number> {
   const pathMtu = (r: { oif: number; mtu: number }) => r.mtu || (r.oif ? linkMtu(r.oif) : 0);
   const paths: number[] = [];
-  for (const p of (await uapiGet(ifname)).peers) {
-    if (!p.endpoint) continue;
+  // Behind hops (multihop) the endpoints on the wire are the entry hop's, given here.
+  for (const endpoint of endpoints ?? (await uapiGet(ifname)).peers.map((p) => p.endpoint)) {
+    if (!endpoint) continue;
     try {
-      paths.push(pathMtu(routeLookup(p.endpoint.family, p.endpoint.addr)));
+      paths.push(pathMtu(routeLookup(endpoint.family, endpoint.addr)));
     } catch {
       // No route to this endpoint (yet): it does not count.
     }
@@ -229,15 +238,17 @@ async function addDefault(ifname: string, index: number, c: Cidr, state: UpState
  */
 function setDns(cfg: WgConfig, ifname: string, state: UpState, fromEnv: boolean): void {
   if (!cfg.dns.length) return;
-  if (!have("resolvconf")) {
-    const all = [...cfg.dns, ...cfg.dnsSearch].join(", ");
-    if (!fromEnv) throw new Error(`DNS = ${all} needs resolvconf, which is not installed`);
-    say("warn", `Warning: DNS = ${all} not applied: resolvconf is not installed`);
+  if (!have("resolvconf") && fromEnv) {
+    say(
+      "warn",
+      `Warning: DNS = ${[...cfg.dns, ...cfg.dnsSearch].join(", ")} not applied: resolvconf is not installed`,
+    );
     return;
   }
   const lines = cfg.dns.map((d) => `nameserver ${d}\n`).join("") +
     (cfg.dnsSearch.length ? `search ${cfg.dnsSearch.join(" ")}\n` : "");
   const name = resolvconfName(ifname);
+  // Without resolvconf this says so after the step, and `up` undoes what it did, as wg-quick.
   run("resolvconf", ["-a", name, "-m", "0", "-x"], lines);
   state.dns = name;
 }
@@ -254,6 +265,7 @@ export async function upMain(args: string[]): Promise<number> {
         metrics: { type: "string" },
         env: { type: "boolean" },
         user: { type: "string" },
+        via: { type: "string", multiple: true },
       },
       allowPositionals: true,
     });
@@ -273,7 +285,7 @@ export async function upMain(args: string[]): Promise<number> {
 
   // Everything that can fail on the config alone is checked before the first change.
   let ifname: string, path: string, cfg: WgConfig, endpoints: Map<EndpointSpec, Endpoint>, table;
-  let load: () => WgConfig, source: string, user: RunAs | undefined;
+  let load: () => WgConfig, source: string, user: RunAs | undefined, hops: HopSpec[];
   try {
     // The daemon, in this process or the one it starts, takes the address from the environment.
     if (parsed.values.metrics !== undefined) {
@@ -297,6 +309,18 @@ export async function upMain(args: string[]): Promise<number> {
     }
     if (ifNameToIndex(ifname)) throw new Error(`\`${ifname}' already exists`);
     endpoints = await resolveEndpoints(cfg);
+    // Multihop (cmd/multihop.ts): --via, or Via in the file (relative to it), outermost first. The daemon,
+    // here or in the background, reads them from TYPETUN_VIA.
+    const via = parsed.values.via ?? [];
+    if (via.length > 0 && cfg.via?.length) {
+      throw new Error(`hops given both with --via and with Via in ${path}`);
+    }
+    const viaFiles = via.length > 0 ? via : (cfg.via ?? []).map((p) => resolvePath(dirname(path), p));
+    hops = await readHops(viaFiles);
+    if (hops.length > 0) {
+      checkHops(hops, { path: source, cfg, endpoints });
+      process.env.TYPETUN_VIA = viaToEnv(viaFiles);
+    }
   } catch (e) {
     say("error", `typetun: ${(e as Error).message}`);
     return 1;
@@ -323,7 +347,11 @@ export async function upMain(args: string[]): Promise<number> {
       step(`${ipFamily(a.family)} address add ${formatInterfaceAddress(a)} dev ${ifname}`);
       addAddress(index, a.family, a.addr, a.prefixLen);
     }
-    const mtu = cfg.mtu ?? await autoMtu(ifname);
+    // Behind hops: the way to the entry relay, less each hop's overhead (80 bytes per IPv6 layer, 60 per IPv4).
+    const mtu = cfg.mtu ?? (hops.length === 0 ? await autoMtu(ifname) : multihopMtu(
+      hops[0]!.cfg.mtu ?? await autoMtu(ifname, hops[0]!.endpoints.values()),
+      innerFamilies(hops, { path: source, cfg, endpoints }),
+    ));
     step(`ip link set mtu ${mtu} up dev ${ifname}`);
     setMtu(ifname, mtu);
     setUp(ifname, true);
@@ -337,7 +365,7 @@ export async function upMain(args: string[]): Promise<number> {
       for (const c of routeOrder([...held.keys()]).map((k) => held.get(k)!)) {
         const route = `${ipFamily(c.family)} route add ${formatCidrLikeWg(c)} dev ${ifname}`;
         if (table !== "auto") {
-          step(`${route} table ${table}`);
+          step(`${route} table ${cfg.table}`); // as written: `main`, or a name from rt_tables
           addRoute(index, c.family, c.addr, c.prefixLen, { table });
         } else if (c.prefixLen === 0) {
           await addDefault(ifname, index, c, state);
