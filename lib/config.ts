@@ -92,6 +92,11 @@ export interface WgConfig {
   mtu?: number;
   /** `off`, `auto`, or a routing table number or name. */
   table?: string;
+  /**
+   * typetun's multihop (cmd/multihop.ts): wg-quick files of the hops this tunnel is carried through,
+   * outermost (the entry relay) first. Relative paths are taken from the config file's directory.
+   */
+  via?: string[];
   preUp: string[];
   postUp: string[];
   preDown: string[];
@@ -145,6 +150,7 @@ export const WG_QUICK_KEYS = [
   "PreDown",
   "PostDown",
   "SaveConfig",
+  "Via",
 ] as const;
 const PEER_KEYS = [
   "PublicKey",
@@ -170,7 +176,7 @@ for (const k of [...INTERFACE_KEYS, ...WG_QUICK_KEYS]) {
 for (const k of PEER_KEYS) CANONICAL.set(k.toLowerCase(), { name: k, section: "Peer" });
 const QUICK = new Set<string>(WG_QUICK_KEYS);
 /** Keys whose values are lists (comma-separated in a .conf line, accumulated over repeated lines). */
-export const LIST_KEYS = new Set(["AllowedIPs", "Address", "DNS"]);
+export const LIST_KEYS = new Set(["AllowedIPs", "Address", "DNS", "Via"]);
 export const HOOK_KEYS = new Set(["PreUp", "PostUp", "PreDown", "PostDown"]);
 export const NUMBER_KEYS = new Set(["ListenPort", "FwMark", "MTU", "PersistentKeepalive"]);
 
@@ -179,7 +185,7 @@ export function hasQuickKeys(cfg: WgConfig): boolean {
   return cfg.addresses.length > 0 || cfg.dns.length > 0 || cfg.dnsSearch.length > 0 ||
     cfg.mtu !== undefined ||
     cfg.table !== undefined || cfg.preUp.length > 0 || cfg.postUp.length > 0 || cfg.preDown.length > 0 ||
-    cfg.postDown.length > 0 || cfg.saveConfig;
+    cfg.postDown.length > 0 || cfg.saveConfig || (cfg.via?.length ?? 0) > 0;
 }
 
 /** The configuration without its wg-quick keys: what `wg-quick strip` prints, and what wg(8) accepts. */
@@ -366,6 +372,18 @@ export class Builder {
         }
         cfg.table = value;
         return;
+      case "Via":
+        // Paths, one per line or comma-separated (spaces inside a path stay).
+        for (const item of value.split(",").map((x) => x.trim()).filter((x) => x !== "")) {
+          // What a .conf line cannot carry back (a comment sign, control characters) is refused in both
+          // spellings.
+          // deno-lint-ignore no-control-regex -- control characters are what is refused
+          if (/[\x00-\x1f\x7f#]/.test(item)) {
+            this.fail(line, `bad Via ${quote(item)} (a file name without # or control characters)`);
+          }
+          (cfg.via ??= []).push(item);
+        }
+        return;
       case "SaveConfig": {
         // wg-quick's read_bool: exactly true or false (compared case-insensitively, under nocasematch).
         const b = value.toLowerCase();
@@ -548,6 +566,7 @@ export const INTERFACE_OUT: Out<WgConfig> = [
   ["DNS", (c) => list([...c.dns, ...c.dnsSearch])],
   ["MTU", (c) => num(c.mtu)],
   ["Table", (c) => text(c.table)],
+  ["Via", (c) => list(c.via ?? [])],
   ["SaveConfig", (c) => c.saveConfig ? { kind: "true" } : null],
   ["PreUp", (c) => list(c.preUp)],
   ["PostUp", (c) => list(c.postUp)],
@@ -628,6 +647,7 @@ function canonical(c: WgConfig): string {
     c.preDown,
     c.postDown,
     c.saveConfig,
+    c.via ?? [],
   ]);
 }
 
