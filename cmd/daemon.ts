@@ -35,12 +35,22 @@ import { serveInProcess } from "./uapi_client.ts";
 import { handedFd, stdioPassing, watchSocketFile } from "./handoff.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
 import { warmUp, WARMUP_DELAY_MS, warmupWanted } from "./warmup.ts";
+import {
+  type HopSpec,
+  innerFamilies,
+  Multihop,
+  multihopMtu,
+  readHops,
+  viaFromEnv,
+  viaToEnv,
+} from "./multihop.ts";
 
 export const SOCKET_DIR = "/var/run/wireguard";
 /** wireguard-go's default MTU: 1500 minus the largest overhead (IPv6 40 + UDP 8 + WireGuard 32). */
 export const DEFAULT_MTU = 1420;
 
-const USAGE = `Usage: typetun [-f/--foreground] [--metrics ADDR:PORT] [--user NAME|UID] INTERFACE-NAME\n`;
+const USAGE =
+  `Usage: typetun [-f/--foreground] [--metrics ADDR:PORT] [--user NAME|UID] [--via HOP.conf]... INTERFACE-NAME\n`;
 
 /**
  * Whether to use the kernel's offloads: a TUN with a vnet header that hands over TCP super-packets (TSO) and
@@ -59,6 +69,7 @@ export async function daemonMain(args: string[]): Promise<number> {
   let foreground = process.env.WG_PROCESS_FOREGROUND === "1";
   let user: RunAs | undefined;
   const names: string[] = [];
+  const via: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === "-f" || a === "--foreground") foreground = true;
@@ -88,6 +99,14 @@ export async function daemonMain(args: string[]): Promise<number> {
       }
       // The environment is how the address reaches serve(), here or in the background child.
       process.env.TYPETUN_METRICS = value;
+    } else if (a === "--via" || a.startsWith("--via=")) {
+      // Multihop (cmd/multihop.ts): hop files, outermost first; they reach serve() as TYPETUN_VIA.
+      const value = a === "--via" ? args[++i] : a.slice("--via=".length);
+      if (value === undefined) {
+        process.stderr.write(USAGE);
+        return 1;
+      }
+      via.push(value);
     } else names.push(a);
   }
   if (names.length !== 1 || !/^[^/\s]{1,15}$/.test(names[0]!) || names[0] === "." || names[0] === "..") {
@@ -95,6 +114,14 @@ export async function daemonMain(args: string[]): Promise<number> {
     return 1;
   }
   const name = names[0]!;
+  if (via.length > 0) {
+    try {
+      process.env.TYPETUN_VIA = viaToEnv(via);
+    } catch (e) {
+      process.stderr.write(`typetun: ${(e as Error).message}\n`);
+      return 1;
+    }
+  }
   if (!foreground) return await startInBackground(name, user ? ["--user", user.name] : []);
   const log = new Logger(levelFromEnv(process.env.LOG_LEVEL), name);
   return await serve(name, log, process.env.TYPETUN_READY_FD === "stdout", { user });
@@ -199,8 +226,13 @@ export async function serve(
   let tun: Tun, bind: UdpBind, links: LinkMonitor, server: UapiServer, transport: AeadSelection;
   let scale: number, x25519: X25519, warmup: boolean, connCapacity: number;
   let metrics: MetricsServer | null = null;
+  let hops: HopSpec[] = [], mtu = DEFAULT_MTU;
   try {
     scale = timeScale();
+    // Multihop: the hop files are read and checked before anything is created.
+    hops = await readHops(viaFromEnv());
+    // wg0 inside its hops: the entry hop's MTU less each layer's overhead (IPv6 for wg0's own, unknown yet).
+    if (hops.length > 0) mtu = multihopMtu(hops[0]!.cfg.mtu ?? DEFAULT_MTU, [...innerFamilies(hops), 6]);
     connCapacity = connectionCapacityFromEnv();
     const metricsAt = metricsAddressFromEnv();
     // Before the interface exists: TYPETUN_CRYPTO=native without a library is refused with nothing to undo.
@@ -217,8 +249,10 @@ export async function serve(
     // Before the interface: an address in use is refused with nothing to undo.
     if (metricsAt) metrics = await MetricsServer.listen(metricsAt);
     tun = adopted ?? openTun(name, { vnetHdr: offload });
-    setMtu(tun.name, DEFAULT_MTU);
-    bind = UdpBind.open(0, 0, { gso: offload, gro: offload });
+    setMtu(tun.name, mtu);
+    // With hops, the socket is the entry hop's: its ListenPort and FwMark.
+    const entry = hops[0]?.cfg;
+    bind = UdpBind.open(entry?.listenPort ?? 0, entry?.fwmark ?? 0, { gso: offload, gro: offload });
     links = new LinkMonitor();
     if (uapiFd === null) mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o755 });
     // Tests shorten the idle timeout with the clock, but never below a second (a `wg` command needs less).
@@ -235,7 +269,7 @@ export async function serve(
     return 1;
   }
   const clock = new RoundClock(scale);
-  const device = new Device({ clock, rng: systemRng, mtu: DEFAULT_MTU, aead: transport.aead, x25519 });
+  const device = new Device({ clock, rng: systemRng, mtu, aead: transport.aead, x25519 });
   device.listenPort = bind.port;
   // Per-connection statistics and per-peer filters: packet hooks of the device (cmd/connections.ts).
   const connections = new Connections(device, connCapacity);
@@ -266,11 +300,39 @@ export async function serve(
     ready: () => poller.readable(tunSlot),
     ifindex: index,
     links: { ready: () => poller.readable(linkSlot), read: () => links.read() },
-    mtu: DEFAULT_MTU,
+    mtu,
     log,
   });
   const udp = new UdpTransport(bind, poller);
-  const loop = new DataPlane({ device, packets, transport: udp, clock, waker: poller, log });
+  // Multihop: wg0's datagrams go through the hops' Devices (cmd/multihop.ts), not to the socket.
+  const multihop = hops.length === 0 ? null : new Multihop(hops, {
+    clock,
+    rng: systemRng,
+    aead: transport.aead,
+    x25519,
+    udp,
+    waker: poller,
+    inner: device,
+    port: bind.port,
+    defaultMtu: DEFAULT_MTU,
+  });
+  const loop = new DataPlane({
+    device,
+    packets,
+    transport: multihop?.transport ?? udp,
+    clock,
+    waker: multihop?.waker ?? poller,
+    log,
+  });
+  if (multihop) {
+    log.info(`Multihop through ${hops.map((h) => h.path).join(" → ")}; hop UAPI as ${name}.hopN.uapi`);
+    const idleTimeoutMs = Math.max(1000, UAPI_IDLE_TIMEOUT_MS / scale);
+    await multihop.serve(SOCKET_DIR, name, log, async (path, handle) => {
+      const s = await UapiServer.listen(path, log, { idleTimeoutMs });
+      s.serve(handle);
+      return () => s.close();
+    }, () => poller.wake());
+  }
   if (metrics) {
     metrics.source = daemonMetricsSource(tun.name, loop, tun, udp, scale, connections);
     log.info(`Metrics on http://${process.env.TYPETUN_METRICS}/metrics and /healthz`);
@@ -307,7 +369,7 @@ export async function serve(
 
   const handle = (req: UapiRequest) => {
     if (warmupTimer !== null && req.op === "set") setTimeout(startWarmup, 0);
-    const reply = handleUapi(req, loop, udp, connections);
+    const reply = handleUapi(req, loop, udp, connections, multihop !== null);
     // A change may have queued handshakes or keepalives, or moved a deadline; a get changes nothing.
     if (req.op === "set") poller.wake();
     return reply;
@@ -350,6 +412,10 @@ export async function serve(
   withdraw();
   unwatch();
   server.close();
+  if (multihop) {
+    multihop.close();
+    for (const line of multihop.summary()) log.info(line);
+  }
   if (warmupTimer !== null) clearTimeout(warmupTimer);
   metrics?.close();
   try {
@@ -370,7 +436,13 @@ export async function serve(
 const onOff = (on: boolean) => (on ? "on" : "off");
 
 /** One UAPI request against the running device (cmd-side effects: rebinding the port, the fwmark). */
-function handleUapi(req: UapiRequest, loop: DataPlane, udp: UdpTransport, connections: Connections): string {
+function handleUapi(
+  req: UapiRequest,
+  loop: DataPlane,
+  udp: UdpTransport,
+  connections: Connections,
+  hops = false,
+): string {
   const device = loop.device;
   loop.clock.tick();
   if (req.op === "error") return formatErrno(req.errno);
@@ -382,22 +454,24 @@ function handleUapi(req: UapiRequest, loop: DataPlane, udp: UdpTransport, connec
     return formatErrno(parsed.errno);
   }
   const update = parsed.value;
+  // Behind hops wg0's port is only the source port inside the entry hop's tunnel: no socket to rebind.
+  if (hops && update.listenPort !== undefined) update.listenPort = update.listenPort || device.listenPort;
   // Sockets first: if the port is taken nothing else changes (the whole set is refused, as one operation).
-  if (update.listenPort !== undefined || update.fwmark !== undefined) {
+  if ((!hops && update.listenPort !== undefined) || update.fwmark !== undefined) {
     const port = update.listenPort ?? device.listenPort;
     const mark = update.fwmark ?? device.fwmark;
     try {
-      if (port !== device.listenPort) udp.rebind(UdpBind.open(port, mark, udp.bind.offloads));
+      if (!hops && port !== device.listenPort) udp.rebind(UdpBind.open(port, mark, udp.bind.offloads));
       else if (mark !== device.fwmark) udp.bind.setMark(mark);
     } catch (e) {
       loop.log.error(`UAPI set refused: ${e instanceof Error ? e.message : e}`);
       return formatErrno(EADDRINUSE);
     }
-    update.listenPort = udp.bind.port;
+    if (!hops) update.listenPort = udp.bind.port;
   }
   device.apply(update);
   connections.applied(update);
   // What the change sent (a keepalive when persistent keepalive is turned on) leaves now, not at the next round.
-  udp.flush();
+  loop.transport.flush();
   return formatErrno(0);
 }
