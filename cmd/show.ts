@@ -12,7 +12,7 @@ import { dhPublic } from "../lib/crypto.ts";
 import type { Endpoint } from "../lib/ip.ts";
 import { type DeviceInfo, type PeerInfo } from "../lib/uapi.ts";
 import { keyToBase64 } from "../lib/encoding.ts";
-import { InterfaceError, listInterfaces, uapiGet } from "./uapi_client.ts";
+import { InterfaceError, listInterfaces, SOCKET_DIR, uapiGet } from "./uapi_client.ts";
 
 const FIELDS = [
   "public-key",
@@ -43,6 +43,9 @@ and WG_HIDE_KEYS (never: print private and preshared keys) work as for wg.
 
 typetun show <interface> connections [--json] prints typetun's per-connection statistics (packets and
 bytes each way, by bytes from the most, and per peer) and the peers' packet filters with their drop counts.
+
+An interface carried through hops (typetun up --via) is followed by each hop ("hop: 1" is the entry),
+with its peer, latest handshake and transfer, read from the hop's own socket (IF.hopN.uapi).
 
 --json prints one object per interface (an array of them for "all"; peers in the interface's order):
   { "name": "wg0", "publicKey": "base64" | null, "privateKey": "(hidden)" | "base64" | null,
@@ -158,9 +161,9 @@ export function sortPeers(peers: PeerInfo[]): PeerInfo[] {
 }
 
 /** `wg show IFNAME` for one interface, with colour codes (stripped by the caller when colours are off). */
-export function prettyPrint(name: string, info: DeviceInfo, nowSec: number): string {
+export function prettyPrint(name: string, info: DeviceInfo, nowSec: number, kind = "interface"): string {
   let out = RESET;
-  out += `${GREEN}${BOLD}interface${RESET}: ${GREEN}${name}${RESET}\n`;
+  out += `${GREEN}${BOLD}${kind}${RESET}: ${GREEN}${name}${RESET}\n`;
   if (info.privateKey) {
     out += `  ${BOLD}public key${RESET}: ${keyToBase64(dhPublic(info.privateKey))}\n`;
     out += `  ${BOLD}private key${RESET}: ${masked(info.privateKey)}\n`;
@@ -321,9 +324,20 @@ export async function showMain(args: string[]): Promise<number> {
       process.stderr.write(`Unable to access interface: ${(e as Error).message}\n`);
       return 1;
     }
-    if (values.json) process.stdout.write(JSON.stringify(jsonInterface(target, info), null, 2) + "\n");
-    else if (field) process.stdout.write(fieldPrint(field, info, ""));
-    else write(prettyPrint(target, info, Math.floor(Date.now() / 1000)));
+    const hops = field ? [] : await hopInfos(target);
+    if (values.json) {
+      const hopJson = hops.length
+        ? { hops: hops.map((h) => jsonInterface(`${target} hop ${h.n}`, h.info)) }
+        : {};
+      process.stdout.write(JSON.stringify({ ...jsonInterface(target, info), ...hopJson }, null, 2) + "\n");
+    } else if (field) process.stdout.write(fieldPrint(field, info, ""));
+    else {
+      const now = Math.floor(Date.now() / 1000);
+      write(
+        prettyPrint(target, info, now) +
+          hops.map((h) => "\n" + prettyPrint(`${h.n}`, h.info, now, "hop")).join(""),
+      );
+    }
     return 0;
   }
 
@@ -344,11 +358,34 @@ export async function showMain(args: string[]): Promise<number> {
     }
     if (values.json) json.push(jsonInterface(name, info));
     else if (field) process.stdout.write(fieldPrint(field, info, `${name}\t`));
-    else write(prettyPrint(name, info, Math.floor(Date.now() / 1000)) + (i < names.length - 1 ? "\n" : ""));
+    else {
+      const now = Math.floor(Date.now() / 1000);
+      const hops = (await hopInfos(name)).map((h) => "\n" + prettyPrint(`${h.n}`, h.info, now, "hop")).join(
+        "",
+      );
+      write(prettyPrint(name, info, now) + hops + (i < names.length - 1 ? "\n" : ""));
+    }
     status = 0;
   }
   if (values.json) process.stdout.write(JSON.stringify(json, null, 2) + "\n");
   return status;
+}
+
+/**
+ * The hops an interface is carried through (multihop, cmd/multihop.ts), entry first, each read from its own
+ * UAPI socket beside the interface's; none for an interface without hops (or not typetun's).
+ */
+async function hopInfos(ifname: string): Promise<{ n: number; info: DeviceInfo }[]> {
+  const { listHopSockets } = await import("./multihop.ts");
+  const out: { n: number; info: DeviceInfo }[] = [];
+  for (const h of listHopSockets(SOCKET_DIR, ifname)) {
+    try {
+      out.push({ n: h.n, info: await uapiGet(ifname, h.path) });
+    } catch {
+      // A hop socket left by a daemon that died: nothing to show.
+    }
+  }
+  return out;
 }
 
 /** `typetun showconf IFNAME`. */
