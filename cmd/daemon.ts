@@ -34,6 +34,7 @@ import { becomeUser, lookupUser, type RunAs } from "./privilege.ts";
 import { serveInProcess } from "./uapi_client.ts";
 import { handedFd, stdioPassing, watchSocketFile } from "./handoff.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
+import { capturePath, CaptureServer } from "./capture_server.ts";
 import { warmUp, WARMUP_DELAY_MS, warmupWanted } from "./warmup.ts";
 import {
   type HopSpec,
@@ -337,6 +338,12 @@ export async function serve(
     metrics.source = daemonMetricsSource(tun.name, loop, tun, udp, scale, connections);
     log.info(`Metrics on http://${process.env.TYPETUN_METRICS}/metrics and /healthz`);
   }
+  // `typetun capture` (cmd/capture_server.ts), beside the UAPI socket; without it the daemon still runs.
+  const listening = CaptureServer.listen(capturePath(name, SOCKET_DIR), loop, tun.name, index, log);
+  const capture = await listening.catch((e) => {
+    log.error(`No capture socket (typetun capture will not work): ${e instanceof Error ? e.message : e}`);
+    return null;
+  });
   const onSignal = (sig: string) => () => loop.stop(`received ${sig}`);
   process.on("SIGINT", onSignal("SIGINT"));
   process.on("SIGTERM", onSignal("SIGTERM"));
@@ -412,6 +419,7 @@ export async function serve(
   withdraw();
   unwatch();
   server.close();
+  capture?.close();
   if (multihop) {
     multihop.close();
     for (const line of multihop.summary()) log.info(line);

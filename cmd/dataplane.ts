@@ -110,6 +110,24 @@ export interface Waker {
   waitAsync(ms: number): Promise<boolean>;
 }
 
+/**
+ * Sees the encrypted datagrams, for `typetun capture --outer`: each one received, before it is decrypted in
+ * place, and each one the Device sends. `buf[off, off+len)` and the address are valid only during the call.
+ */
+export interface DatagramTap {
+  received(buf: Uint8Array, off: number, len: number, from: Source): void;
+  sent(buf: Uint8Array, off: number, len: number, to: Source): void;
+}
+
+/** The Device's sink while a tap is set: shows each datagram to the tap, then hands it on unchanged. */
+class TappedSink implements DatagramSink {
+  constructor(readonly next: DatagramSink, readonly tap: DatagramTap) {}
+  send(buf: Uint8Array, off: number, len: number, to: Source, inPlace: boolean): void {
+    this.tap.sent(buf, off, len, to);
+    this.next.send(buf, off, len, to, inPlace);
+  }
+}
+
 export interface DataPlaneOptions {
   device: Device;
   packets: PacketDevice;
@@ -133,6 +151,7 @@ export class DataPlane {
   /** Room reserved per packet read: the largest packet and what a data message adds to it. */
   readonly #slot: number;
   #stopped: string | null = null;
+  #tap: DatagramTap | null = null;
 
   constructor(opts: DataPlaneOptions) {
     this.device = opts.device;
@@ -143,6 +162,16 @@ export class DataPlane {
     this.log = opts.log;
     this.#slot = opts.packets.maxPacket + DATA_OVERHEAD;
     this.device.sink = opts.transport.sink;
+  }
+
+  /** What sees the encrypted datagrams (a capture with --outer); null, the default, costs one test per batch. */
+  get tap(): DatagramTap | null {
+    return this.#tap;
+  }
+
+  set tap(tap: DatagramTap | null) {
+    this.#tap = tap;
+    this.device.sink = tap === null ? this.transport.sink : new TappedSink(this.transport.sink, tap);
   }
 
   /** Why the loop stopped or is stopping, null while it runs. */
@@ -241,7 +270,10 @@ export class DataPlane {
     let moved = false;
     for (let n = t.receive(); n > 0; n = t.receive()) {
       moved = true;
-      const buf = t.receiveBuffer;
+      const buf = t.receiveBuffer, tap = this.#tap;
+      if (tap !== null) {
+        for (let i = 0; i < n; i++) tap.received(buf, t.offset(i), t.length(i), t.source(i));
+      }
       for (let i = 0; i < n; i++) {
         const v = device.handleDatagram(buf, t.offset(i), t.length(i), t.source(i));
         if (v === Verdict.Deliver) p.write(buf, out.offset, out.length);

@@ -25,6 +25,7 @@ Available subcommands:
   strip     Prints a config file without wg-quick's keys, for syncconf (as wg-quick strip)
   convert   Converts a configuration file between the .conf and TOML formats
   health    Exits 0 if the daemon answers and every peer with an endpoint has a recent handshake
+  capture   Streams the tunnel's packets as pcapng to a file or stdout (typetun capture wg0 | tcpdump -r -)
   genkey    Generates a new private key and writes it to stdout
   genpsk    Generates a new preshared key and writes it to stdout
   pubkey    Reads a private key from stdin and writes a public key to stdout
@@ -64,6 +65,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import("./convert.ts")).convertMain(rest);
     case "health":
       return (await import("./health.ts")).healthMain(rest);
+    case "capture":
+      return (await import("./capture.ts")).captureMain(rest);
     case "genkey":
       return genkey();
     case "genpsk":

@@ -1,0 +1,209 @@
+/**
+ * `typetun capture INTERFACE [-w FILE] [--peer PUBLIC-KEY] [--outer]`: streams the tunnel's packets as pcapng
+ * (lib/pcapng.ts) to FILE or to stdout, so that `typetun capture wg0 | tcpdump -r -` works. The daemon serves
+ * them on /var/run/wireguard/INTERFACE.capture (cmd/capture_server.ts); this client asks, passes the stream
+ * through, and at the end (SIGINT, SIGTERM, or its reader closing the pipe) asks the daemon to stop, takes the
+ * rest of the stream and reports on stderr, as tcpdump does, how many packets it captured and how many the
+ * daemon dropped because they were read too slowly.
+ * @module
+ */
+import { createWriteStream, existsSync } from "node:fs";
+import { connect } from "node:net";
+import process from "node:process";
+import { Writable } from "node:stream";
+import { parseArgs } from "node:util";
+import { keyFromBase64 } from "../lib/encoding.ts";
+import { BLOCK_SHB, PcapngScanner } from "../lib/pcapng.ts";
+import { capturePath } from "./capture_server.ts";
+import { socketPath } from "./uapi_client.ts";
+
+export const CAPTURE_USAGE = `Usage: typetun capture INTERFACE [-w FILE] [--peer PUBLIC-KEY] [--outer]
+
+  Streams the packets of INTERFACE's tunnel as pcapng to FILE (or to stdout, e.g. into tcpdump -r -) until
+  interrupted: the plaintext packets in both directions, each on an interface named after its peer's public
+  key, with its direction; tcpdump -e shows the direction (In/Out) and the key's first 6 bytes as the
+  link-layer address.
+    -w FILE             write to FILE (created private, mode 0600); "-" is stdout
+    --peer PUBLIC-KEY   only this peer's packets (and, with --outer, the datagrams of its endpoint)
+    --outer             the encrypted UDP datagrams as well, given IP/UDP headers (our address shows as
+                        0.0.0.0 or ::, since the socket listens on all of them)
+  A reader too slow for the tunnel loses packets, never the tunnel: the count is printed at the end.
+`;
+
+/** How long to wait for the rest of the stream once the capture is asked to stop. */
+const STOP_TIMEOUT_MS = 5000;
+
+export async function captureMain(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        write: { type: "string", short: "w" },
+        peer: { type: "string" },
+        outer: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      allowPositionals: true,
+    });
+  } catch (e) {
+    process.stderr.write(`typetun capture: ${(e as Error).message}\n${CAPTURE_USAGE}`);
+    return 1;
+  }
+  if (parsed.values.help) {
+    process.stdout.write(CAPTURE_USAGE);
+    return 0;
+  }
+  if (parsed.positionals.length !== 1) {
+    process.stderr.write(CAPTURE_USAGE);
+    return 1;
+  }
+  const ifname = parsed.positionals[0]!;
+  if (!/^[^/\s]{1,15}$/.test(ifname)) {
+    process.stderr.write(`typetun capture: "${ifname}" is not an interface name\n`);
+    return 1;
+  }
+  const { peer, outer, write: file } = parsed.values;
+  if (peer !== undefined && keyFromBase64(peer) === null) {
+    process.stderr.write(`typetun capture: --peer "${peer}" is not a public key (44 characters of base64)\n`);
+    return 1;
+  }
+  const toStdout = file === undefined || file === "-";
+  if (toStdout && process.stdout.isTTY) {
+    process.stderr.write(
+      `typetun capture: not writing a binary capture to a terminal: pipe it (typetun capture ${ifname} | ` +
+        `tcpdump -r -) or use -w FILE\n`,
+    );
+    return 1;
+  }
+  const path = capturePath(ifname);
+  if (!existsSync(path)) {
+    process.stderr.write(
+      existsSync(socketPath(ifname))
+        ? `typetun capture: ${ifname} has no capture socket (${path}): its daemon is not typetun, or too old\n`
+        : `typetun capture: ${ifname}: No such device (no daemon serves it)\n`,
+    );
+    return 1;
+  }
+  let out: Writable;
+  try {
+    out = toStdout ? process.stdout : await openFile(file!);
+  } catch (e) {
+    process.stderr.write(`typetun capture: ${file}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  return await run(path, `capture${outer ? " outer" : ""}${peer ? ` peer=${peer}` : ""}\n`, out, !toStdout);
+}
+
+function openFile(file: string): Promise<Writable> {
+  return new Promise((resolve, reject) => {
+    // The capture holds the tunnel's plaintext: private, as the daemon's socket is.
+    const s = createWriteStream(file, { mode: 0o600 });
+    s.once("open", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+/** Streams the capture into `out` until stopped; reports and returns the exit code. */
+function run(path: string, request: string, out: Writable, closeOut: boolean): Promise<number> {
+  return new Promise((resolve) => {
+    const scanner = new PcapngScanner();
+    const sock = connect(path);
+    let started = false, stopping = false, failed = false, finished = false;
+    let head = new Uint8Array(0);
+    let errorText = "";
+    let stopTimer: ReturnType<typeof setTimeout> | undefined;
+
+    /** Asks the daemon to stop; the rest of the stream and its statistics follow. */
+    const stop = () => {
+      if (stopping) return;
+      stopping = true;
+      if (!sock.destroyed) sock.end();
+      stopTimer = setTimeout(() => sock.destroy(), STOP_TIMEOUT_MS);
+    };
+    const onSignal = () => stop();
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+
+    const finish = (code: number) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(stopTimer);
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      const report = () => {
+        if (started) {
+          process.stderr.write(`${scanner.packets} packets captured\n`);
+          if (scanner.dropped !== null) {
+            process.stderr.write(`${scanner.dropped} packets dropped by typetun (read too slowly)\n`);
+          } else if (!stopping) {
+            process.stderr.write("the capture ended early: the daemon stopped\n");
+          } else {
+            process.stderr.write("the daemon did not say how many packets were dropped\n");
+          }
+        }
+        resolve(code);
+      };
+      if (closeOut) out.end(report);
+      else report();
+    };
+
+    // The reader closed its end (tcpdump -c N exited): stop as if interrupted.
+    out.on("error", () => {
+      failed = true;
+      stop();
+    });
+
+    const pass = (chunk: Uint8Array) => {
+      try {
+        scanner.push(chunk);
+      } catch (e) {
+        process.stderr.write(`typetun capture: the daemon's stream is broken: ${(e as Error).message}\n`);
+        failed = true;
+        sock.destroy();
+        return;
+      }
+      if (failed) return;
+      if (!out.write(chunk)) {
+        sock.pause();
+        out.once("drain", () => sock.resume());
+      }
+    };
+
+    sock.on("connect", () => sock.write(request));
+    sock.on("data", (d: Uint8Array) => {
+      if (started) return pass(d);
+      if (errorText !== "") {
+        errorText += new TextDecoder().decode(d);
+        return;
+      }
+      // The stream begins with a Section Header Block; anything else is the daemon's one-line refusal.
+      const joined = new Uint8Array(head.length + d.length);
+      joined.set(head);
+      joined.set(d, head.length);
+      if (joined.length < 4) {
+        head = joined;
+        return;
+      }
+      const type = (joined[0]! | (joined[1]! << 8) | (joined[2]! << 16) | (joined[3]! << 24)) >>> 0;
+      if (type === BLOCK_SHB) {
+        started = true;
+        pass(joined);
+      } else errorText = new TextDecoder().decode(joined);
+    });
+    sock.on("error", (e: NodeJS.ErrnoException) => {
+      if (!started && errorText === "") {
+        const why = e.code === "EACCES" ? "Permission denied (run as root)" : e.message;
+        process.stderr.write(`typetun capture: ${path}: ${why}\n`);
+        failed = true;
+      }
+    });
+    sock.on("close", () => {
+      if (errorText !== "") {
+        process.stderr.write(`typetun capture: ${errorText.trim().replace(/^error: /, "")}\n`);
+        return finish(1);
+      }
+      finish(failed && !started ? 1 : 0);
+    });
+  });
+}
