@@ -11,6 +11,7 @@ import process from "node:process";
 import { nobleAead, nobleX25519, type TransportAead, type X25519 } from "../lib/crypto.ts";
 import { NOISE_AUTHTAG_LEN } from "../lib/messages.ts";
 import { type ChaCha20Poly1305, type NativeAeadLibrary, openChaCha20Poly1305 } from "../ffi/aead.ts";
+import { openCompiledLibcrypto } from "../ffi/aead_cc.ts";
 import { type NativeX25519, openX25519 } from "../ffi/x25519.ts";
 
 /** A chosen backend and the name to show for it. */
@@ -44,7 +45,9 @@ export function nativeTransportAead(cipher: ChaCha20Poly1305): TransportAead {
     nonce[11] = (hi >>> 24) & 0xff;
   };
   return {
-    name: `native (${cipher.library})`,
+    name: `native (${cipher.library}${
+      cipher.calls === 1 && cipher.library === "libcrypto" ? ", compiled" : ""
+    })`,
     seal(key, counterLo, counterHi, buf, off, len) {
       setNonce(counterLo, counterHi);
       cipher.seal(key, nonce, buf, off, len, buf, off + len);
@@ -102,6 +105,38 @@ export function selectAead(value: string | undefined = process.env.TYPETUN_CRYPT
     return { aead, name: aead.name };
   } catch (e) {
     throw new Error(`TYPETUN_CRYPTO=${choice}: ${e instanceof Error ? e.message : e}`);
+  }
+}
+
+/** `TYPETUN_CC`: unset or 1 lets the daemon compile its one-call libcrypto helper (Bun), 0 keeps four calls. */
+export function compiledAeadWanted(value = process.env.TYPETUN_CC): boolean {
+  if (value === undefined || value === "" || value === "1") return true;
+  if (value === "0") return false;
+  throw new Error(`TYPETUN_CC must be 0 or 1, not "${value}"`);
+}
+
+let compiled: TransportAead | undefined;
+
+/**
+ * The faster form of a libcrypto selection: the same cipher through ffi/aead_cc.ts's helper, one foreign call
+ * per message instead of four. Compiling it takes a few milliseconds (TinyCC), so the daemon asks for it only
+ * after its UAPI answers, and keeps the selection it had until then.
+ * @param current the selection in use
+ * @param wanted the `TYPETUN_CC` setting (see {@link compiledAeadWanted})
+ * @returns the faster selection, or the reason there is none (not libcrypto, Deno, a compile or load error;
+ *   `null` when nothing applies: the backend is not libcrypto's four-call one)
+ */
+export function compiledAead(
+  current: AeadSelection,
+  wanted: string | undefined = process.env.TYPETUN_CC,
+): AeadSelection | { reason: string } | null {
+  if (current.name !== "native (libcrypto)") return null;
+  if (!compiledAeadWanted(wanted)) return { reason: "TYPETUN_CC=0" };
+  try {
+    compiled ??= nativeTransportAead(openCompiledLibcrypto());
+    return { aead: compiled, name: compiled.name };
+  } catch (e) {
+    return { reason: e instanceof Error ? e.message : String(e) };
   }
 }
 

@@ -26,7 +26,14 @@ import { Poller } from "./poller.ts";
 import { TunDevice } from "./tun_device.ts";
 import { UdpTransport } from "./udp_transport.ts";
 import { connectionCapacityFromEnv, Connections } from "./connections.ts";
-import { type AeadSelection, selectAead, selectX25519, x25519Warning } from "./crypto.ts";
+import {
+  type AeadSelection,
+  compiledAead,
+  compiledAeadWanted,
+  selectAead,
+  selectX25519,
+  x25519Warning,
+} from "./crypto.ts";
 import { systemRng } from "./keys.ts";
 import { daemonMetricsSource, metricsAddressFromEnv, MetricsServer, parseMetricsAddress } from "./metrics.ts";
 import { Level, levelFromEnv, Logger } from "./log.ts";
@@ -241,6 +248,7 @@ export async function serve(
     x25519 = selectX25519();
     const offload = offloadsWanted();
     warmup = warmupWanted();
+    compiledAeadWanted(); // TYPETUN_CC: a bad value is refused here
     const tunFd = handedFd("WG_TUN_FD");
     uapiFd = handedFd("WG_UAPI_FD");
     const adopted = tunFd === null ? null : adoptTun(tunFd, { vnetHdr: offload });
@@ -352,11 +360,23 @@ export async function serve(
   // (cmd/warmup.ts), in slices between the loop's turns, so the first real packets run fast. It starts once the
   // first configuration is applied (or WARMUP_DELAY_MS after the UAPI listens): a daemon that is starting up,
   // or another one started next to it, does not compete with it for the CPU.
+  // On Bun, libcrypto's AEAD then moves to one compiled call per message (cmd/crypto.ts compiledAead): the
+  // compile takes a few ms, which start → UAPI does not wait for.
+  const upgradeAead = () => {
+    const r = compiledAead(transport);
+    if (r === null) return;
+    if ("reason" in r) return log.info(`Transport AEAD stays ${transport.name}: ${r.reason}`);
+    transport = r;
+    device.aead = r.aead;
+    log.info(`Transport AEAD: ${r.name}`);
+  };
   let warmupTimer: ReturnType<typeof setTimeout> | null = null;
   const startWarmup = () => {
     if (warmupTimer === null) return;
     clearTimeout(warmupTimer);
     warmupTimer = null;
+    upgradeAead();
+    if (!warmup) return;
     warmUp({
       aead: transport.aead,
       x25519,
@@ -372,7 +392,7 @@ export async function serve(
       (e) => log.error(`Warming the packet path failed (only the first packets are slower): ${e}`),
     );
   };
-  if (warmup) warmupTimer = setTimeout(startWarmup, WARMUP_DELAY_MS);
+  warmupTimer = setTimeout(startWarmup, WARMUP_DELAY_MS);
 
   const handle = (req: UapiRequest) => {
     if (warmupTimer !== null && req.op === "set") setTimeout(startWarmup, 0);

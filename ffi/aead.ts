@@ -8,7 +8,8 @@
  * must run twice over the data here (check the tag, then decrypt, see openSodium). Measured on the 2-core
  * AVX-512 VMs this is developed on (`deno bench -A bench/core_bench.ts`): seal of 1420 bytes 0.90 µs with
  * libcrypto against 1.6 µs with libsodium, and one packet out and back in (encap+decap 1420 B) 2.2 µs against
- * 3.9 µs, even though EVP takes four calls per message where libsodium takes one or two.
+ * 3.9 µs, even though EVP takes four calls per message where libsodium takes one or two. On Bun, the daemon
+ * replaces this four-call path with ffi/aead_cc.ts's compiled helper (one call per message) once it is up.
  *
  * Calls allocate nothing once warm, and keep to the fast FFI paths of both runtimes:
  * - a 64-bit argument stays on V8's fast call path only when it is a bigint; a number sends the whole call
@@ -45,6 +46,11 @@ export interface ChaCha20Poly1305 {
   readonly library: NativeAeadLibrary;
   /** The file it was loaded from. */
   readonly path: string;
+  /**
+   * Foreign calls per sealed message: 4 for EVP driven from here, 1 for libsodium and for the compiled helper
+   * of ffi/aead_cc.ts (which drives EVP from C).
+   */
+  readonly calls: number;
   /**
    * Encrypts `buf[off, off+len)` in place and writes the 16-byte tag to `tag[tagOff, tagOff+16)`.
    * @param ad additional authenticated data (RFC 8439 section 2.8), none if omitted
@@ -173,6 +179,7 @@ function openSodium(): ChaCha20Poly1305 {
   return {
     library: "libsodium",
     path: LIBSODIUM,
+    calls: 1,
     seal(key, nonce, buf, off, len, tag, tagOff, ad = NO_AD) {
       checkArgs(key, nonce, buf, off, len, tag, tagOff);
       const data = viewAt(buf, off);
@@ -271,6 +278,7 @@ function openLibcrypto(): ChaCha20Poly1305 {
   return {
     library: "libcrypto",
     path: LIBCRYPTO,
+    calls: 4,
     seal(key, nonce, buf, off, len, tag, tagOff, ad = NO_AD) {
       checkArgs(key, nonce, buf, off, len, tag, tagOff);
       start(sealCtx, key, nonce, 1, ad);

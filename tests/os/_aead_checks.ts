@@ -219,3 +219,31 @@ export function deviceExchange(aeadA: TransportAead, aeadB: TransportAead): void
   bad[bad.length - 1]! ^= 1;
   assert.equal(b.device.handleDatagram(bad, 0, bad.length, a.endpoint), Verdict.DropDecrypt);
 }
+
+/**
+ * Messages whose keys change from one to the next, in both directions (seal and open), and a key that comes
+ * back: a backend that keeps the last key (ffi/aead_cc.ts sets it only when it changes) must notice every
+ * change. Each sealed message is compared with nobleAead's.
+ */
+export function alternatingKeys(aead: TransportAead): void {
+  const keys = [random(32), random(32), random(32)];
+  // Keys differing in their last byte only: a comparison that stops early would miss it.
+  keys.push(keys[0]!.slice());
+  keys[3]![31]! ^= 1;
+  const order = [0, 0, 1, 0, 2, 2, 3, 0, 3, 1, 1, 0];
+  for (let i = 0; i < order.length; i++) {
+    const key = keys[order[i]!]!;
+    const plain = random(40 + i);
+    const a = new Uint8Array(plain.length + 16);
+    a.set(plain);
+    const b = a.slice();
+    aead.seal(key, i, 0, a, 0, plain.length);
+    nobleAead.seal(key, i, 0, b, 0, plain.length);
+    assert.deepEqual(a, b, `${aead.name}: message ${i} sealed with key ${order[i]}`);
+    // Opened with the key of the next message first (refused), then with its own.
+    const next = keys[order[(i + 1) % order.length]!]!;
+    if (next !== key) assert.equal(aead.open(next, i, 0, b.slice(), 0, b.length), false, `other key, ${i}`);
+    assert.equal(aead.open(key, i, 0, b, 0, b.length), true, `${aead.name}: message ${i} opens`);
+    assert.deepEqual(b.subarray(0, plain.length), plain);
+  }
+}

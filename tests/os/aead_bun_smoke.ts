@@ -7,9 +7,12 @@
 import { nobleAead } from "../../lib/crypto.ts";
 import { type NativeAeadLibrary, openChaCha20Poly1305 } from "../../ffi/aead.ts";
 import { runtimeName } from "../../ffi/runtime.ts";
-import { nativeTransportAead, selectAead } from "../../cmd/crypto.ts";
+import { compiledAead, nativeTransportAead, selectAead } from "../../cmd/crypto.ts";
+import { openCompiledLibcrypto } from "../../ffi/aead_cc.ts";
+import assert from "node:assert/strict";
 import {
   agreesWithNoble,
+  alternatingKeys,
   badArgumentsRefused,
   deviceExchange,
   rfcVectors,
@@ -39,6 +42,38 @@ for (const name of ["libsodium", "libcrypto"] as NativeAeadLibrary[]) {
     console.log(`${name}: vectors, tampering, noble agreement, devices: ok`);
   } finally {
     c.close();
+  }
+}
+
+// The one-call helper Bun compiles (ffi/aead_cc.ts): the same checks, and keys that change between messages.
+let compiled;
+try {
+  compiled = openCompiledLibcrypto();
+} catch (e) {
+  console.log(`libcrypto (compiled helper): not available here (${e instanceof Error ? e.message : e})`);
+}
+if (compiled) {
+  try {
+    assert.equal(compiled.calls, 1);
+    rfcVectors(compiled);
+    tamperRejected(compiled);
+    badArgumentsRefused(compiled);
+    const aead = nativeTransportAead(compiled);
+    assert.equal(aead.name, "native (libcrypto, compiled)");
+    agreesWithNoble(aead, 1500, 7);
+    transportRejects(aead);
+    alternatingKeys(aead);
+    const fourCalls = nativeTransportAead(openChaCha20Poly1305("libcrypto"));
+    deviceExchange(aead, fourCalls);
+    deviceExchange(aead, nobleAead);
+    // What cmd/crypto.ts hands the daemon once it is up.
+    const upgraded = compiledAead({ aead: fourCalls, name: fourCalls.name });
+    assert.ok(upgraded !== null && "aead" in upgraded, `compiledAead: ${JSON.stringify(upgraded)}`);
+    assert.equal(upgraded.name, "native (libcrypto, compiled)");
+    assert.equal(compiledAead(upgraded), null, "nothing to upgrade twice");
+    console.log("libcrypto (compiled helper): vectors, tampering, noble agreement, keys, devices: ok");
+  } finally {
+    compiled.close();
   }
 }
 

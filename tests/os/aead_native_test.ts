@@ -9,7 +9,15 @@ import { spawnSync } from "node:child_process";
 import process from "node:process";
 import { nobleAead } from "../../lib/crypto.ts";
 import { LIBCRYPTO, LIBSODIUM, type NativeAeadLibrary, openChaCha20Poly1305 } from "../../ffi/aead.ts";
-import { aeadBackendName, nativeTransportAead, parseCryptoChoice, selectAead } from "../../cmd/crypto.ts";
+import {
+  aeadBackendName,
+  compiledAead,
+  compiledAeadWanted,
+  nativeTransportAead,
+  parseCryptoChoice,
+  selectAead,
+} from "../../cmd/crypto.ts";
+import { openCompiledLibcrypto } from "../../ffi/aead_cc.ts";
 import {
   agreesWithNoble,
   badArgumentsRefused,
@@ -189,5 +197,28 @@ Deno.test({
   for (const { name, ok } of libraries) {
     if (ok) assert.match(r.stdout, new RegExp(`${name}: vectors, tampering, noble agreement, devices: ok`));
   }
+  if (libraries.find((l) => l.name === "libcrypto")!.ok) {
+    assert.match(
+      r.stdout,
+      /libcrypto \(compiled helper\): vectors, tampering, noble agreement, keys, devices: ok/,
+    );
+  }
   assert.match(r.stdout, /aead bun smoke ok/);
+});
+
+Deno.test("Deno cannot compile the one-call helper: it says why, and the four-call libcrypto stays", () => {
+  assert.throws(() => openCompiledLibcrypto(), /cannot compile C \(Deno\)/);
+  assert.equal(compiledAead({ aead: nobleAead, name: "noble" }), null, "nothing to upgrade for noble");
+  if (!libraries.find((l) => l.name === "libcrypto")!.ok) return;
+  const four = selectAead("libcrypto");
+  const r = compiledAead(four);
+  assert.ok(r !== null && "reason" in r);
+  assert.match(r.reason, /cannot compile C \(Deno\)/);
+});
+
+Deno.test("TYPETUN_CC: 0 or 1", () => {
+  assert.equal(compiledAeadWanted(undefined), true);
+  assert.equal(compiledAeadWanted("1"), true);
+  assert.equal(compiledAeadWanted("0"), false);
+  assert.throws(() => compiledAeadWanted("yes"), /TYPETUN_CC must be 0 or 1, not "yes"/);
 });

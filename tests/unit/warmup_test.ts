@@ -5,7 +5,9 @@
  * the bench's cold-ping column, `deno task bench`, not here.)
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
+import process from "node:process";
 import { selectAead, selectX25519 } from "../../cmd/crypto.ts";
 import { systemRng } from "../../cmd/keys.ts";
 import { warmUp, warmupWanted } from "../../cmd/warmup.ts";
@@ -71,4 +73,29 @@ Deno.test("TYPETUN_WARMUP: unset or 1 warms, 0 does not, anything else is refuse
   assert.equal(warmupWanted("1"), true);
   assert.equal(warmupWanted("0"), false);
   assert.throws(() => warmupWanted("yes"), /TYPETUN_WARMUP must be 0 or 1, not "yes"/);
+});
+
+Deno.test("warmUp where loopback is down (a fresh network namespace) moves the packets in memory instead", () => {
+  // A child in a network namespace of its own, whose `lo` is down: `unshare -n` as root, else with a user
+  // namespace (-r) where the kernel allows it; skipped where neither works.
+  const root = process.getuid?.() === 0;
+  const warmup = new URL("../../cmd/warmup.ts", import.meta.url).href;
+  const code = `import { warmUp } from ${JSON.stringify(warmup)};
+    import { selectAead, selectX25519 } from ${
+    JSON.stringify(new URL("../../cmd/crypto.ts", import.meta.url).href)
+  };
+    import { systemRng } from ${JSON.stringify(new URL("../../cmd/keys.ts", import.meta.url).href)};
+    const r = await warmUp({ aead: selectAead().aead, x25519: selectX25519(), rng: systemRng, mtu: 1420,
+      vnetHdr: true, offload: true, udp: { gso: true, gro: true }, packets: 500, budgetMs: 10000 });
+    console.log("delivered " + r.delivered.join(" "));`;
+  const r = spawnSync("unshare", [root ? "-n" : "-rn", Deno.execPath(), "eval", code], {
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  if (r.status !== 0 && /unshare/.test(r.stderr) && !/delivered/.test(r.stdout)) {
+    console.log(`skipped: ${r.stderr.trim()}`);
+    return;
+  }
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /delivered 500 500/);
 });
