@@ -46,6 +46,8 @@ interface Case {
   crossDown?: boolean;
   /** Extra underlay setup, run in both namespaces. */
   setup?: string[];
+  /** SaveConfig: the files both wrote back on down say the same (line order aside). */
+  saves?: boolean;
   /** What the user sees after up, beyond both being equal: a pattern per snapshot part. */
   expect?: Record<string, RegExp>;
 }
@@ -267,6 +269,25 @@ Endpoint = 192.168.50.2:51820
 `,
   },
   {
+    name: "SaveConfig: down writes the running configuration back, a peer added at run time too",
+    saves: true,
+    conf: `[Interface]
+PrivateKey = ${KEY}
+ListenPort = 51914
+Address = 10.70.0.1/24, fd70::1/64
+MTU = 1400
+Table = 1234
+SaveConfig = true
+PostUp = wg set %i peer ${PEER3} allowed-ips 10.85.0.0/24 persistent-keepalive 15
+PostDown = echo "postdown %i" >> DIR/hooks-%i
+
+[Peer]
+PublicKey = ${PEER[0]}
+AllowedIPs = 10.80.0.0/16
+Endpoint = 192.168.50.2:51820
+`,
+  },
+  {
     name: "DNS with only a search domain sets nothing (wg-quick needs a server)",
     conf: `[Interface]
 PrivateKey = ${KEY}
@@ -336,12 +357,13 @@ function snapshot(ns: string, ifname: string, dir: string): Record<string, strin
 function steps(stderr: string, ifname: string, conf: string): string[] {
   return stderr.split("\n").filter((l) => l.startsWith("[#] ") && !l.includes("type wireguard"))
     .map((l) =>
-      l.replaceAll(ifname, "IF").replaceAll(conf, "CONF")
+      l.replaceAll(conf, "CONF").replaceAll(ifname, "IF")
         .replace(/^\[#\] \S*typetun-impl /, "[#] typetun ")
         .replace(/^\[#\] typetun (addconf|set|showconf) /, "[#] wg $1 ")
         .replace(/\/dev\/fd\/\d+/g, "-")
         .replace(/^\[#\] wg addconf IF \S+$/, "[#] wg addconf IF -")
         .replace(/^(\[#\] ip -[46] address add [^/ ]+)\/(32|128) /, "$1 ")
+        .replace(/^\[#\] wg showconf IF > CONF$/, "[#] wg showconf IF")
     );
 }
 
@@ -462,6 +484,18 @@ for (const c of CASES) {
         b: snapshot(side.b.ns, side.b.ifname, dir),
       };
       diff("after down", after.a, after.b);
+      if (c.saves) {
+        // wg-quick also saves the TUN's own IPv6 link-local address (from `ip -brief address`); typetun not.
+        const saved = (s: "a" | "b") =>
+          readFileSync(conf[s], "utf8").replaceAll(side[s].ifname, "IF").split("\n")
+            .filter((l) => l.trim() && !/^Address = fe80:/.test(l)).map((l) => l.trim()).sort().join("\n");
+        assert.equal(
+          saved("b"),
+          saved("a"),
+          `${readFileSync(conf.a, "utf8")}\n${readFileSync(conf.b, "utf8")}`,
+        );
+        assert.match(saved("b"), new RegExp(PEER3.replaceAll("+", "\\+")));
+      }
       // Everything is gone again; src_valid_mark stays as wg-quick leaves it, and the hooks wrote their lines.
       for (const s of ["a", "b"] as const) {
         // iptables leaves its tables behind, empty: wg-quick's rules are what must be gone.
