@@ -41,6 +41,7 @@ import { becomeUser, lookupUser, type RunAs } from "./privilege.ts";
 import { serveInProcess } from "./uapi_client.ts";
 import { handedFd, stdioPassing, watchSocketFile } from "./handoff.ts";
 import { UAPI_IDLE_TIMEOUT_MS, UapiServer } from "./uapi_server.ts";
+import { EndpointResolver } from "./reresolve.ts";
 import { capturePath, CaptureServer } from "./capture_server.ts";
 import { warmUp, WARMUP_DELAY_MS, warmupWanted } from "./warmup.ts";
 import {
@@ -282,6 +283,8 @@ export async function serve(
   device.listenPort = bind.port;
   // Per-connection statistics and per-peer filters: packet hooks of the device (cmd/connections.ts).
   const connections = new Connections(device, connCapacity);
+  // Endpoint names (UAPI endpoint_name=) looked up again while handshakes fail (cmd/reresolve.ts).
+  new EndpointResolver(device, log);
   const index = ifIndex(tun.name);
   if (scale !== 1) {
     log.error(

@@ -239,7 +239,10 @@ export async function parseSetArgs(argv: string[]): Promise<DeviceUpdate> {
       i += 1;
       continue;
     } else if (a === "endpoint" && has && peer) {
-      peer.endpoint = await resolveEndpoint(endpointArg(value));
+      const spec = endpointArg(value);
+      peer.endpoint = await resolveEndpoint(spec);
+      // A name goes to the daemon too (endpoint_name=), which resolves it again while handshakes fail.
+      if (!literalEndpoint(spec)) peer.endpointName = formatEndpointSpec(spec);
     } else if (a === "allowed-ips" && has && peer) {
       // As wg: the last allowed-ips argument of a peer decides; `+`/`-` in it makes the change incremental.
       const list = parseAllowedIps(value);

@@ -178,12 +178,29 @@ export async function uapiSet(
   update: DeviceUpdate,
   path = socketPath(ifname),
 ): Promise<void> {
+  // Endpoint names (typetun's endpoint_name=) go in a request of their own, after the endpoints: a daemon that
+  // does not know the key (wireguard-go, boringtun) refuses only that one, and has applied the rest.
+  const named = update.peers.filter((p) => p.endpointName !== undefined && !p.remove);
+  if (named.length > 0) update = { ...update, peers: update.peers.map(({ endpointName: _, ...p }) => p) };
   const reply = await uapiRequest(ifname, `set=1\n${formatSet(update)}\n`, DEFAULT_TIMEOUT_MS, path);
   // wg reads `errno=N` and takes -N as the error (ipc-uapi.h); daemons write it negated, or 0.
   const m = /^errno=(-?[0-9]{1,10})$/m.exec(reply);
   if (!m) throw new InterfaceError(ifname, EPROTO);
   const errno = Math.abs(Number(m[1]));
   if (errno !== 0) throw new InterfaceError(ifname, errno);
+  if (named.length === 0) return;
+  const names: DeviceUpdate = {
+    replacePeers: false,
+    peers: named.map((p) => ({
+      publicKey: p.publicKey,
+      remove: false,
+      updateOnly: true, // a peer removed meanwhile is not created again
+      replaceAllowedIps: false,
+      allowedIps: [],
+      endpointName: p.endpointName,
+    })),
+  };
+  await uapiRequest(ifname, `set=1\n${formatSet(names)}\n`, DEFAULT_TIMEOUT_MS, path).catch(() => "");
 }
 
 /**

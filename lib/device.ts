@@ -227,6 +227,12 @@ export class Device implements TimerActions<Peer> {
   readonly out: Output = { offset: 0, length: 0, endpoint: null, peer: null };
   /** Called in order for every routed plaintext packet (see {@link PacketHook}); empty by default. */
   readonly hooks: PacketHook[] = [];
+  /**
+   * Called when a peer with an endpoint name (`peer.endpointName`) should have it resolved again: an initiation
+   * went unanswered, at most as often as the back-off allows (Timers.resolveDue). The caller resolves it
+   * elsewhere (cmd/reresolve.ts) and sets `peer.endpoint` if the address changed.
+   */
+  onResolve: ((peer: Peer) => void) | null = null;
   /** How many times each verdict was reached, indexed by Verdict: the drop counters are among them. */
   readonly verdicts = new Float64Array(VERDICT_COUNT);
   /** Handshake initiations sent, first tries and retransmissions alike (for metrics). */
@@ -363,7 +369,11 @@ export class Device implements TimerActions<Peer> {
       const peer = this.addPeer(u.publicKey);
       if (!peer) continue;
       if (u.presharedKey !== undefined) peer.handshake.setPresharedKey(u.presharedKey);
-      if (u.endpoint !== undefined) peer.endpoint = u.endpoint;
+      if (u.endpoint !== undefined) {
+        peer.endpoint = u.endpoint;
+        peer.endpointName = null; // an endpoint given as an address is meant as given
+      }
+      if (u.endpointName !== undefined) peer.endpointName = u.endpointName;
       if (u.replaceAllowedIps) this.allowedIps.removeByPeer(peer);
       for (const c of u.allowedIps) {
         if (c.op === "-") this.allowedIps.remove(c, peer); // a prefix the peer does not own: nothing to do
@@ -516,6 +526,8 @@ export class Device implements TimerActions<Peer> {
     if (isRetry) this.handshakesFailed++;
     peer.timers.initiationRequested(isRetry);
     const now = this.clock.now();
+    // The last initiation went unanswered for REKEY_TIMEOUT: the peer's name may point elsewhere by now.
+    if (isRetry && peer.endpointName !== null && peer.timers.resolveDue(now)) this.onResolve?.(peer);
     if (now - peer.lastSentHandshake < REKEY_TIMEOUT || peer.dead) return;
     if (!this.identity || !peer.endpoint) return;
     this.#retireHandshake(peer);

@@ -14,6 +14,8 @@ export class Peer {
   readonly cookie: CookieGenerator;
   readonly timers: Timers<Peer>;
   endpoint: Endpoint | null = null;
+  /** The `HOST:PORT` the endpoint was resolved from (UAPI endpoint_name), resolved again while handshakes fail. */
+  endpointName: string | null = null;
   /** Keypairs (paper 5.4.5 and section 6): the one we send with, the one before it, and a responder's
    * unconfirmed new one, which becomes current when the first data packet arrives under it. */
   current: Keypair | null = null;

@@ -80,6 +80,8 @@ export function configToUpdate(
     };
     if (p.presharedKey) peer.presharedKey = p.presharedKey;
     if (p.endpoint) peer.endpoint = resolve(p.endpoint);
+    // A name goes along (typetun's endpoint_name=), so the daemon can resolve it again (cmd/reresolve.ts).
+    if (p.endpoint && !literalEndpoint(p.endpoint)) peer.endpointName = formatEndpointSpec(p.endpoint);
     if (p.persistentKeepalive !== undefined) peer.persistentKeepalive = p.persistentKeepalive;
     // typetun's filter keys (allow_inbound=, allow_outbound=): only a file that has them sends them.
     if (p.allowInbound !== undefined) peer.allowInbound = p.allowInbound;

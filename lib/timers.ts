@@ -22,6 +22,13 @@
 import { KEEPALIVE_TIMEOUT, KEY_ZEROING_TIME, MAX_TIMER_HANDSHAKES, REKEY_TIMEOUT } from "./messages.ts";
 
 const NEVER = Infinity;
+/**
+ * The pauses between re-resolutions of an endpoint name while handshakes fail: from one REKEY_TIMEOUT,
+ * doubling, to five minutes (the contrib reresolve-dns.sh of wireguard-tools runs every 30 s from a timer;
+ * doubling reacts faster at first and asks a resolver less often for a peer that is long gone).
+ */
+export const RESOLVE_BACKOFF_MIN = REKEY_TIMEOUT;
+export const RESOLVE_BACKOFF_MAX = 300_000;
 
 /** A source of the random REKEY_TIMEOUT jitter (0 to REKEY_TIMEOUT_JITTER_MAX ms), drawn only when needed. */
 export interface Jitter {
@@ -53,6 +60,9 @@ export class Timers<P = unknown> {
   persistentKeepaliveInterval = 0;
   /** Wall-clock time (ms since the epoch) of the last completed handshake, 0 if none, for `wg show`. */
   lastHandshakeWall = 0;
+  /** When the endpoint's name may be resolved again, and the pause after that (see resolveDue). */
+  resolveNext = -NEVER;
+  resolveInterval = RESOLVE_BACKOFF_MIN;
   /** Where this peer sits in its queue's heap (-1: not in it), and its key there (never after next()). */
   heapIndex = -1;
   heapKey = NEVER;
@@ -111,10 +121,26 @@ export class Timers<P = unknown> {
    * (wg_timers_handshake_complete); `wall` is the wall-clock time, for `latest handshake`.
    */
   handshakeComplete(wall: number): void {
+    this.resolveNext = -NEVER;
+    this.resolveInterval = RESOLVE_BACKOFF_MIN;
     this.retransmitHandshake = NEVER;
     this.handshakeAttempts = 0;
     this.sentLastMinuteHandshake = false;
     this.lastHandshakeWall = wall;
+  }
+
+  /**
+   * Whether to resolve the endpoint's name again now, asked when an initiation went unanswered for
+   * REKEY_TIMEOUT. Yes at the first such failure, then after pauses doubling from RESOLVE_BACKOFF_MIN to
+   * RESOLVE_BACKOFF_MAX (so at most once per handshake attempt, and a peer that is simply down costs a lookup
+   * every few minutes); a completed handshake starts over. Not a deadline of its own: it rides on the
+   * retransmissions, which already stop when the handshake is given up.
+   */
+  resolveDue(now: number): boolean {
+    if (now < this.resolveNext) return false;
+    this.resolveNext = now + this.resolveInterval;
+    this.resolveInterval = Math.min(RESOLVE_BACKOFF_MAX, this.resolveInterval * 2);
+    return true;
   }
 
   /** Should be called after ephemeral keys are created: a session now exists that must expire. */

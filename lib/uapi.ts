@@ -14,7 +14,7 @@
  */
 
 import { isZero } from "./crypto.ts";
-import { type Cidr, type Endpoint, formatCidr, parseCidr, parseEndpoint } from "./ip.ts";
+import { type Cidr, type Endpoint, formatCidr, parseCidr, parseEndpoint, splitHostPort } from "./ip.ts";
 import { NOISE_PUBLIC_KEY_LEN } from "./messages.ts";
 import { keyFromHex, keyToHex } from "./encoding.ts";
 import { formatRules, parseRules, type Rules } from "./filter.ts";
@@ -50,6 +50,13 @@ export interface PeerUpdate {
   /** 32 bytes; all-zero means "remove the preshared key". */
   presharedKey?: Uint8Array;
   endpoint?: Endpoint;
+  /**
+   * typetun's own key `endpoint_name=HOST:PORT`: the DNS name the endpoint was resolved from, which the daemon
+   * resolves again while handshakes to the peer go unanswered (cmd/reresolve.ts); empty (null) forgets it, and so
+   * does an `endpoint=` line. The CLI sends it in a request of its own after the one with the endpoint, and
+   * `get=1` never prints it, so wg(8) and wireguard-go see nothing new.
+   */
+  endpointName?: string | null;
   /** Seconds, 0 = off, at most 65535. */
   persistentKeepalive?: number;
   /** `replace_allowed_ips=true`: drop the peer's allowed IPs before adding `allowedIps`. */
@@ -120,6 +127,7 @@ const PEER_KEYS = new Set([
   "protocol_version",
   "allow_inbound",
   "allow_outbound",
+  "endpoint_name",
 ]);
 
 /**
@@ -222,6 +230,14 @@ function peerLine(p: PeerUpdate, key: string, value: string): UapiError | null {
       p.endpoint = ep;
       return null;
     }
+    case "endpoint_name": {
+      const hp = splitHostPort(value);
+      if (value !== "" && (!hp || !/^[A-Za-z0-9._-]{1,253}$/.test(hp.host))) {
+        return fail(EINVAL, `invalid endpoint_name ${quote(value)} (HOST:PORT, a DNS name)`);
+      }
+      p.endpointName = value === "" ? null : value;
+      return null;
+    }
     case "persistent_keepalive_interval": {
       const secs = parseUint(value, 0xffff);
       if (secs === null) return fail(EINVAL, `invalid persistent_keepalive_interval ${quote(value)}`);
@@ -277,6 +293,7 @@ export function formatSet(update: DeviceUpdate): string {
     if (p.updateOnly) out += "update_only=true\n";
     if (p.presharedKey) out += `preshared_key=${keyToHex(p.presharedKey)}\n`;
     if (p.endpoint) out += `endpoint=${p.endpoint.toString()}\n`;
+    if (p.endpointName !== undefined) out += `endpoint_name=${p.endpointName ?? ""}\n`;
     if (p.persistentKeepalive !== undefined) {
       out += `persistent_keepalive_interval=${p.persistentKeepalive}\n`;
     }
