@@ -34,7 +34,7 @@ export interface Topology {
   /** E's veth towards C (outer traffic only), and towards X. */
   eToC: string;
   eToX: string;
-  /** The client's `up -f` process. */
+  /** The client's `up -f` process (with `background`, `up` itself, which exits once the tunnel is up). */
   up: ChildProcess;
   /** Where the config files are (removed by `done`). */
   dir: string;
@@ -57,7 +57,7 @@ function wgSetConf(ifname: string, priv: string, rest: string): void {
 
 export async function multihopTopology(
   lab: Lab,
-  opts: { via: boolean; env?: Record<string, string> },
+  opts: { via: boolean; env?: Record<string, string>; background?: boolean },
 ): Promise<Topology> {
   const t0 = tag();
   const c = lab.ns(`mhc${t0}`), e = lab.ns(`mhe${t0}`), x = lab.ns(`mhx${t0}`), t = lab.ns(`mht${t0}`);
@@ -94,7 +94,7 @@ export async function multihopTopology(
     { mode: 0o600 },
   );
   const [cmd, ...args] = typetunCommand();
-  const upArgs = ["up", "-f", conf, ...(opts.via ? ["--via", entry] : [])];
+  const upArgs = ["up", ...(opts.background ? [] : ["-f"]), conf, ...(opts.via ? ["--via", entry] : [])];
   const up = spawn("ip", ["netns", "exec", c, cmd!, ...args, ...upArgs], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, LOG_LEVEL: "info", ...opts.env },
@@ -106,7 +106,9 @@ export async function multihopTopology(
   up.stderr!.on("data", (d) => (log += d.toString()));
   // `up` adds the routes of AllowedIPs last: once T's subnet is routed into the tunnel, it is up.
   for (let i = 0;; i++) {
-    if (up.exitCode !== null) throw new Error(`typetun up exited (${up.exitCode}):\n${log}`);
+    if (up.exitCode !== null && (!opts.background || up.exitCode !== 0)) {
+      throw new Error(`typetun up exited (${up.exitCode}):\n${log}`);
+    }
     if (inNs(c, "ip route").includes(`192.168.73.0/24 dev ${ifname}`)) break;
     if (i > 300) throw new Error(`typetun up did not finish in 30 s:\n${log}`);
     await sleep(100);

@@ -205,3 +205,27 @@ labTest(
     }
   },
 );
+
+labTest(
+  "multihop: up in the background (the daemon gets the hops from TYPETUN_VIA), then down",
+  skip,
+  async (lab) => {
+    const topo = await multihopTopology(lab, { via: true, background: true });
+    try {
+      assert.equal(await waitExit(topo.up, 10_000), 0, topo.log());
+      inNs(topo.c, "ping -c 2 -W 5 192.168.73.2");
+      const [cmd, ...args] = typetunCommand();
+      assert.match(sh(`WG_COLOR_MODE=never ${cmd} ${args.join(" ")} show ${topo.ifname}`), /\nhop: 1\n/);
+      inNs(topo.c, `${cmd} ${args.join(" ")} down ${topo.dir}/${topo.ifname}.conf`);
+      for (let i = 0; i < 50 && existsSync(`/var/run/wireguard/${topo.ifname}.hop1.uapi`); i++) {
+        await sleep(
+          100,
+        );
+      }
+      assert.ok(!existsSync(`/var/run/wireguard/${topo.ifname}.hop1.uapi`), "down took the hop socket too");
+      assert.ok(!existsSync(`/var/run/wireguard/${topo.ifname}.sock`));
+    } finally {
+      topo.done();
+    }
+  },
+);
