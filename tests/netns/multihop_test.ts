@@ -112,7 +112,7 @@ labTest(
       const hopPart = show.slice(show.indexOf("\nhop: 1\n"));
       assert.match(
         hopPart,
-        /peer: .*\n  endpoint: 192\.168\.71\.2:51820\n  allowed ips: 192\.168\.72\.0\/24/,
+        /peer: .*\n {2}endpoint: 192\.168\.71\.2:51820\n {2}allowed ips: 192\.168\.72\.0\/24/,
       );
       assert.match(hopPart, /latest handshake: (Now|.* ago)/);
       assert.match(hopPart, /transfer: .* received, [\d.]+ MiB sent/);
