@@ -236,8 +236,9 @@ export async function saveConfig(path: string, ifname: string, cfg: WgConfig): P
  * interface, found by name. The state file goes first, so a foreground `up` whose daemon sees the interface
  * vanish knows it was taken down.
  * @param table the config's Table (undefined when not given)
+ * @param failedUp for a failed `up`: DNS and firewall rules go first, as in wg-quick's del_if
  */
-export async function undoUp(state: UpState, table: string | undefined): Promise<void> {
+export async function undoUp(state: UpState, table: string | undefined, failedUp = false): Promise<void> {
   removeState(state.ifname);
   const attempt = (what: string, f: () => void) => {
     try {
@@ -246,6 +247,17 @@ export async function undoUp(state: UpState, table: string | undefined): Promise
       say("error", `typetun: ${what}: ${(e as Error).message}`);
     }
   };
+  const dnsAndFirewall = () => {
+    if (state.dns) {
+      attempt("resolvconf -d", () => {
+        step(`resolvconf -d ${state.dns} -f`);
+        spawnSync("resolvconf", ["-d", state.dns!, "-f"], { stdio: "inherit" });
+      });
+    }
+    attempt("removing the firewall rules", () => removeFirewall(state));
+  };
+  // A failed `up` undoes as wg-quick's trap runs del_if: DNS and firewall first; `down` after the interface.
+  if (failedUp) dnsAndFirewall();
   let device = null;
   if (ifNameToIndex(state.ifname)) {
     try {
@@ -263,7 +275,14 @@ export async function undoUp(state: UpState, table: string | undefined): Promise
     if (mark !== null) {
       for (const family of [4, 6] as const) {
         attempt("ip rule", () => {
-          for (const rule of rulesToDelete(listRules(family), mark)) {
+          // wg-quick's loops: the rules looking up the table first, then main's suppress_prefixlength 0.
+          const found = rulesToDelete(listRules(family), mark);
+          for (
+            const rule of [
+              ...found.filter((r) => r.table === mark),
+              ...found.filter((r) => r.table !== mark),
+            ]
+          ) {
             const what = rule.table === mark ? `table ${mark}` : "table main suppress_prefixlength 0";
             step(`ip -${family} rule delete ${what}`);
             delRule({
@@ -290,13 +309,7 @@ export async function undoUp(state: UpState, table: string | undefined): Promise
     step(`ip link delete dev ${state.ifname}`);
     attempt("deleting the interface", () => delLink(index));
   }
-  if (state.dns) {
-    attempt("resolvconf -d", () => {
-      step(`resolvconf -d ${state.dns} -f`);
-      spawnSync("resolvconf", ["-d", state.dns!, "-f"], { stdio: "inherit" });
-    });
-  }
-  attempt("removing the firewall rules", () => removeFirewall(state));
+  if (!failedUp) dnsAndFirewall();
   // The daemon notices the deletion and removes its socket; wait for that, briefly, so the take-down returns
   // with the interface really gone. Asynchronously: under `up -f` the daemon runs in this very process.
   const sock = socketPath(state.ifname);

@@ -385,7 +385,7 @@ export async function upMain(args: string[]): Promise<number> {
     }
   } catch (e) {
     say("error", `typetun: ${(e as Error).message}`);
-    await undoUp(state, cfg.table);
+    await undoUp(state, cfg.table, true);
     if (daemon) await daemon;
     return 1;
   }

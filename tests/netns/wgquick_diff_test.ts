@@ -89,7 +89,6 @@ AllowedIPs = 10.82.0.0/24
       nft: /table ip6 wg-quick-IF [^]*ip6 daddr fe80::LL[^]*table ip wg-quick-IF /,
       sysctl: /src_valid_mark = 1/,
     },
-    crossDown: true,
     conf: `[Interface]
 PrivateKey = ${KEY}
 ListenPort = 51902
@@ -100,6 +99,36 @@ PublicKey = ${PEER[0]}
 AllowedIPs = 0.0.0.0/0, ::/0
 Endpoint = 192.168.50.2:51820
 `,
+  },
+  {
+    name: "default route, taken down crosswise (typetun down after wg-quick up, and back)",
+    crossDown: true,
+    conf: `[Interface]
+PrivateKey = ${KEY}
+ListenPort = 51915
+Address = 10.70.0.1/24, fd70::1/64
+
+[Peer]
+PublicKey = ${PEER[0]}
+AllowedIPs = 0.0.0.0/0, ::/0
+Endpoint = 192.168.50.2:51820
+`,
+  },
+  {
+    name: "a PostUp hook fails halfway (set -e): both undo everything, default route included",
+    fails: true,
+    conf: `[Interface]
+PrivateKey = ${KEY}
+ListenPort = 51916
+Address = 10.70.0.1/24, fd70::1/64
+PostUp = echo "first %i" >> DIR/hooks-%i; false; echo "after false %i" >> DIR/hooks-%i
+
+[Peer]
+PublicKey = ${PEER[0]}
+AllowedIPs = 0.0.0.0/0, ::/0
+Endpoint = 192.168.50.2:51820
+`,
+    expect: { hooks: /^first IF\n$/ },
   },
   {
     name: "default route without nft (iptables-restore)",
