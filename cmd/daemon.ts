@@ -15,7 +15,7 @@ import { connect } from "node:net";
 import process from "node:process";
 import type { X25519 } from "../lib/crypto.ts";
 import { Device } from "../lib/device.ts";
-import { EADDRINUSE, formatErrno, formatGet, parseSet, type UapiRequest } from "../lib/uapi.ts";
+import { EADDRINUSE, EINVAL, formatErrno, formatGet, parseSet, type UapiRequest } from "../lib/uapi.ts";
 import { LinkMonitor } from "../ffi/netlink.ts";
 import { runtimeName } from "../ffi/runtime.ts";
 import { adoptTun, ifIndex, openTun, setMtu, type Tun } from "../ffi/tun.ts";
@@ -300,7 +300,7 @@ export async function serve(
     u && `IPv${u.family} GSO ${onOff(u.gso)} GRO ${onOff(u.gro)}`
   );
   log.info(
-    `Offloads: TUN ${tun.vnetHdr ? `vnet header, TSO ${onOff(tun.offload)}` : "off"}; UDP ` +
+    `Offloads: TUN ${tun.vnetHdr ? `vnet header, TSO ${onOff(tun.offload)}, USO ${onOff(tun.uso)}` : "off"}; UDP ` +
       udpOffloads.filter(Boolean).join(", "),
   );
 
@@ -399,6 +399,12 @@ export async function serve(
 
   const handle = (req: UapiRequest) => {
     if (warmupTimer !== null && req.op === "set") setTimeout(startWarmup, 0);
+    // Multihop: an inner endpoint the hops cannot carry is refused, with the reason in the log.
+    const refused = multihop && req.op === "set" ? multihop.refuse(req.body) : null;
+    if (refused) {
+      log.error(`UAPI set refused: ${refused}`);
+      return formatErrno(EINVAL);
+    }
     const reply = handleUapi(req, loop, udp, connections, multihop !== null);
     // A change may have queued handshakes or keepalives, or moved a deadline; a get changes nothing.
     if (req.op === "set") poller.wake();

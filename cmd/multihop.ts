@@ -27,7 +27,7 @@ import { type EndpointSpec, formatCidrLikeWg, formatEndpointSpec, type WgConfig 
 import { type Endpoint } from "../lib/ip.ts";
 import { DATA_HEADER_LEN, NOISE_AUTHTAG_LEN } from "../lib/messages.ts";
 import { configToUpdate } from "../lib/setconf.ts";
-import { formatErrno, formatGet, parseSet, type UapiRequest } from "../lib/uapi.ts";
+import { EINVAL, formatErrno, formatGet, parseSet, type UapiRequest } from "../lib/uapi.ts";
 import {
   Decap,
   DECAP_COUNT,
@@ -464,12 +464,12 @@ export class Multihop {
       const close = await listen(path, (req) => {
         if (req.op === "error") return formatErrno(req.errno);
         if (req.op === "get") return formatGet(d.info()) + formatErrno(0);
-        if (req.op !== "set") return formatErrno(22); // EINVAL: typetun's own requests are wg0's
+        if (req.op !== "set") return formatErrno(EINVAL); // typetun's own requests are wg0's
         const parsed = parseSet(req.body);
         if (!parsed.ok) return formatErrno(parsed.errno);
         if (parsed.value.listenPort !== undefined || parsed.value.fwmark !== undefined) {
           log.error(`hop ${i + 1}: listen-port and fwmark are wg0's (the UDP socket's), not a hop's`);
-          return formatErrno(22);
+          return formatErrno(EINVAL);
         }
         d.apply(parsed.value);
         t.flush();
@@ -485,6 +485,32 @@ export class Multihop {
         }
       });
     }
+  }
+
+  /**
+   * Why a UAPI set of wg0 (`wg set`, `wg setconf`) must be refused, or null: a peer endpoint that the innermost
+   * hop cannot carry (outside its peers' AllowedIPs, or of a family it has no Address of). `up` checks its file
+   * the same way before it starts; this keeps the bare daemon as strict.
+   */
+  refuse(body: string): string | null {
+    const parsed = parseSet(body);
+    if (!parsed.ok) return null; // the set itself reports it
+    const n = this.devices.length,
+      hop = this.devices[n - 1]!,
+      t = this.transport,
+      path = this.hops[n - 1]!.path;
+    for (const p of parsed.value.peers) {
+      const ep = p.endpoint;
+      if (!ep) continue;
+      const who = `the endpoint ${ep} of peer ${keyToBase64(p.publicKey)}`;
+      if (!hop.allowedIps.lookup(ep.family, ep.addr, 0)) {
+        return `${who} is not in the AllowedIPs of hop ${n} (${path}), so its packets could not go through it`;
+      }
+      if (!(ep.family === 4 ? t.local4 : t.local6)) {
+        return `${who}: hop ${n} (${path}) has no IPv${ep.family} Address`;
+      }
+    }
+    return null;
   }
 
   /** Closes the hop sockets. */

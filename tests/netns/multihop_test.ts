@@ -216,6 +216,18 @@ labTest(
       inNs(topo.c, "ping -c 2 -W 5 192.168.73.2");
       const [cmd, ...args] = typetunCommand();
       assert.match(sh(`WG_COLOR_MODE=never ${cmd} ${args.join(" ")} show ${topo.ifname}`), /\nhop: 1\n/);
+      // The daemon refuses an inner endpoint the hop cannot carry, as `up` does (wg says EINVAL).
+      assert.throws(
+        () =>
+          sh(
+            `${WG} set ${topo.ifname} peer ${topo.hopKey} endpoint 198.51.100.9:51820 allowed-ips 10.99.0.1/32`,
+          ),
+        /Invalid argument/,
+      );
+      assert.doesNotMatch(
+        sh(`${WG} show ${topo.ifname} peers`),
+        new RegExp(topo.hopKey.replace(/[+/]/g, ".")),
+      );
       inNs(topo.c, `${cmd} ${args.join(" ")} down ${topo.dir}/${topo.ifname}.conf`);
       for (let i = 0; i < 50 && existsSync(`/var/run/wireguard/${topo.ifname}.hop1.uapi`); i++) {
         await sleep(
