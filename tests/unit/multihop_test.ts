@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { ChannelWaker, type DatagramChannel, MemoryNetwork, PacketChannel } from "../../cmd/channel.ts";
 import type { LoopClock } from "../../cmd/clock.ts";
-import { DataPlane } from "../../cmd/dataplane.ts";
+import { type DatagramTransport, DataPlane, type Waker } from "../../cmd/dataplane.ts";
 import { Level, Logger } from "../../cmd/log.ts";
 import {
   checkHops,
@@ -78,6 +78,35 @@ function udpPacket(
   p[ihl + 6] = c >> 8;
   p[ihl + 7] = c & 0xff;
   return p;
+}
+
+/**
+ * A relay's kernel, forwarding for its tunnel: UDP the relay's Device delivers (from a hop) leaves from `nat`
+ * (masquerade); what comes back there goes into the tunnel to the hop's address, to the port it came from.
+ */
+function masquerade(
+  net: MemoryNetwork,
+  relayPackets: PacketChannel,
+  nat: Endpoint,
+  hopAddrs: Uint8Array[],
+  waker: ChannelWaker,
+  forwarded = () => {},
+): void {
+  let hopPort = 0;
+  relayPackets.onWrite = (p) => {
+    const v4 = p[0]! >> 4 === 4, ihl = v4 ? (p[0]! & 15) * 4 : 40;
+    if ((v4 ? p[9] : p[6]) !== 17) return; // the kernel would answer pings itself; not needed here
+    const dst = p.slice(v4 ? 16 : 24, v4 ? 20 : 40);
+    hopPort = (p[ihl]! << 8) | p[ihl + 1]!;
+    const dport = (p[ihl + 2]! << 8) | p[ihl + 3]!;
+    const ulen = (p[ihl + 4]! << 8) | p[ihl + 5]!;
+    forwarded();
+    net.carry(p.slice(ihl + 8, ihl + ulen), nat, { addr: dst, port: dport });
+  };
+  net.attach(nat, waker).arrive = (data, from) => {
+    const hopAddr = hopAddrs.find((x) => x.length === from.addr.length)!;
+    relayPackets.put(udpPacket(from.addr, from.port, hopAddr, hopPort, data));
+  };
 }
 
 interface World {
@@ -172,9 +201,6 @@ function world(exitFamily: 4 | 6 = 4): World {
       log: quiet(),
     }),
   ];
-  // The relay's kernel: UDP from the hop's address leaves from 203.0.113.1:40000 (masquerade); what comes
-  // back there goes into the tunnel to the hop, to the port it came from.
-  let hopPort = 0;
   const w: World = {
     clock,
     a,
@@ -197,24 +223,7 @@ function world(exitFamily: 4 | 6 = 4): World {
       throw new Error("the loops did not settle");
     },
   };
-  relayPackets.onWrite = (p) => {
-    const v4 = p[0]! >> 4 === 4, ihl = v4 ? (p[0]! & 15) * 4 : 40;
-    if ((v4 ? p[9] : p[6]) !== 17) return; // the kernel would answer pings itself; not needed here
-    const dst = p.slice(v4 ? 16 : 24, v4 ? 20 : 40);
-    hopPort = (p[ihl]! << 8) | p[ihl + 1]!;
-    const dport = (p[ihl + 2]! << 8) | p[ihl + 3]!;
-    const ulen = (p[ihl + 4]! << 8) | p[ihl + 5]!;
-    w.forwarded++;
-    net.carry(p.slice(ihl + 8, ihl + ulen), new Endpoint(exitFamily, natAddr, 40000), {
-      addr: dst,
-      port: dport,
-    });
-  };
-  const nat = net.attach(new Endpoint(exitFamily, natAddr, 40000), wr);
-  nat.arrive = (data, from) => {
-    const hopAddr = hopAddrs.find((x) => x.length === from.addr.length)!;
-    relayPackets.put(udpPacket(from.addr, from.port, hopAddr, hopPort, data));
-  };
+  masquerade(net, relayPackets, new Endpoint(exitFamily, natAddr, 40000), hopAddrs, wr, () => w.forwarded++);
   return w;
 }
 
@@ -353,4 +362,81 @@ Deno.test("multihop: Via in .conf and TOML (hop files, outermost first), refused
   );
   assert.throws(() => parseToml(`[Interface]\nVia = ["a\\tb"]\n`), /bad Via/);
   assert.throws(() => parseConf(`[Peer]\nVia = entry.conf\n`), /belongs in \[Interface\]/);
+});
+
+Deno.test("multihop: a chain of two hops, the first given the outermost; in place through both layers", () => {
+  const clock = new TestClock();
+  const rng = seededRng(11);
+  const dev = (port: number) => {
+    const d = new Device({ clock, rng });
+    d.setPrivateKey(dhGenerate(rng));
+    d.listenPort = port;
+    return d;
+  };
+  const a = dev(51000), h1 = dev(0), h2 = dev(1000), r1 = dev(2000), r2 = dev(3000), b = dev(4000);
+  const pub = (d: Device) => dhPublic(d.identity!.privateKey);
+  const ep = (s: string, port: number) => new Endpoint(4, parseAddress(s)!, port);
+  const link = (d: Device, peerOf: Device, allowed: string, endpoint?: Endpoint) =>
+    d.apply({
+      replacePeers: false,
+      peers: [{
+        publicKey: pub(peerOf),
+        remove: false,
+        updateOnly: false,
+        replaceAllowedIps: true,
+        allowedIps: [parseCidr(allowed)!],
+        ...(endpoint ? { endpoint } : {}),
+      }],
+    });
+  link(h1, r1, "198.51.100.0/24", ep("192.0.2.2", 2000)); // the entry relay; the next relay is behind it
+  link(r1, h1, "10.64.0.0/24");
+  link(h2, r2, "203.0.113.0/24", ep("198.51.100.2", 3000)); // the second relay; the exit is behind it
+  link(r2, h2, "10.65.0.0/24");
+  link(a, b, "10.10.0.2/32", ep("203.0.113.2", 4000));
+  link(b, a, "10.10.0.1/32");
+
+  const net = new MemoryNetwork();
+  const wc = new ChannelWaker(), w1 = new ChannelWaker(), w2 = new ChannelWaker(), wb = new ChannelWaker();
+  const udp = net.attach(ep("192.0.2.1", 1000), wc);
+  const t1 = new HopTransport(h1, udp, h2, [parseAddress("10.64.0.2")!]);
+  const t2 = new HopTransport(h2, t1, a, [parseAddress("10.65.0.2")!]);
+  const [pa, p1, p2, pb] = [wc, w1, w2, wb].map((w) => new PacketChannel(w));
+  const loop = (device: Device, packets: PacketChannel, transport: DatagramTransport, waker: Waker) =>
+    new DataPlane({ device, packets, transport, clock, waker, log: quiet() });
+  const loops = [
+    loop(a, pa!, t2, new HopWaker(wc, [h1, h2], clock)),
+    loop(r1, p1!, net.attach(ep("192.0.2.2", 2000), w1), w1),
+    loop(r2, p2!, net.attach(ep("198.51.100.2", 3000), w2), w2),
+    loop(b, pb!, net.attach(ep("203.0.113.2", 4000), wb), wb),
+  ];
+  masquerade(net, p1!, ep("198.51.100.1", 40000), [parseAddress("10.64.0.2")!], w1);
+  masquerade(net, p2!, ep("203.0.113.1", 41000), [parseAddress("10.65.0.2")!], w2);
+  const settle = () => {
+    for (let i = 0; i < 200; i++) {
+      let moved = false;
+      for (const l of loops) moved = l.round() || moved;
+      if (!moved) return;
+    }
+    throw new Error("the loops did not settle");
+  };
+  const ping = ipv4Packet("10.10.0.1", "10.10.0.2", new Uint8Array(64).fill(1));
+  pa!.put(ping);
+  settle();
+  assert.deepEqual(pb!.written, [ping]);
+  // Each relay sees the one before it at its forwarded address.
+  assert.equal(r2.info().peers[0]!.endpoint!.toString(), "198.51.100.1:40000");
+  assert.equal(b.info().peers[0]!.endpoint!.toString(), "203.0.113.1:41000");
+  const pong = ipv4Packet("10.10.0.2", "10.10.0.1", new Uint8Array(64).fill(2));
+  pb!.put(pong);
+  settle();
+  assert.deepEqual(pa!.written, [pong]);
+  const before = { inPlace: udp.inPlace, copied: udp.copied };
+  for (let i = 0; i < 10; i++) pa!.put(ipv4Packet("10.10.0.1", "10.10.0.2", new Uint8Array(1200)));
+  settle();
+  assert.equal(pb!.written.length, 11);
+  assert.equal(udp.inPlace - before.inPlace, 10, "sent in place through both hops");
+  assert.equal(udp.copied - before.copied, 0);
+  // Three WireGuard layers on the wire: each pads to 16 and adds 32, each hop adds IP/UDP (28) first.
+  const pad = (n: number) => (n + 15) & ~15;
+  assert.equal(udp.batches.at(-1)!.at(-1)!.length, pad(pad(pad(1220) + 32 + 28) + 32 + 28) + 32); // 1392
 });
