@@ -14,6 +14,7 @@ import {
   lstatSync,
   mkdirSync,
   readFileSync,
+  realpathSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -39,6 +40,7 @@ import {
   rulesToDelete,
 } from "../lib/wg_quick.ts";
 import { say } from "./log.ts";
+import { worldAccessible } from "./keyfiles.ts";
 import { readConfigFile } from "./set.ts";
 import { socketPath, uapiGet } from "./uapi_client.ts";
 
@@ -135,7 +137,8 @@ export function locateConfig(arg: string): { path: string; ifname: string } {
 export function readConfig(path: string): WgConfig {
   if (!existsSync(path)) throw new Error(`\`${path}' does not exist`);
   const cfg = readConfigFile(path);
-  if (statSync(path).mode & 0o007) say("warn", `Warning: \`${path}' is world accessible`);
+  // wg-quick's test and text: only when its directory lets others in too, naming the file as resolved.
+  if (worldAccessible(path)) say("warn", `Warning: \`${realpathSync(path)}' is world accessible`);
   return cfg;
 }
 

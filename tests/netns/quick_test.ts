@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import process from "node:process";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cannotRun, inNs, Lab, labTest, sh, sleep, tag, typetunCommand, waitExit, wgKeys } from "./_lab.ts";
 
 const skip = cannotRun("wg", "ping");
@@ -311,8 +311,10 @@ test("up: config errors name the file and line and change nothing", (lab, dir, t
     assert.equal(existsSync(`/var/run/wireguard/${ifname}.sock`), false, `${what}: no daemon left`);
     assert.equal(sh(`ip -n ${ns} route show`).trim(), "", `${what}: no route left`);
   }
-  // A file others may read still works, with wg-quick's warning.
+  // A file others may read still works, with wg-quick's warning, when its directory lets them in too.
   writeFileSync(file, `[Interface]\nPrivateKey = ${priv}\n`, { mode: 0o644 });
+  chmodSync(file, 0o644);
+  chmodSync(dir, 0o755);
   const r = typetun(ns, `up ${file}`);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /Warning: .* is world accessible/);

@@ -46,6 +46,8 @@ interface Case {
   crossDown?: boolean;
   /** Extra underlay setup, run in both namespaces. */
   setup?: string[];
+  /** The file is readable by others (its directory is): both warn, naming it. */
+  worldReadable?: boolean;
   /** SaveConfig: the files both wrote back on down say the same (line order aside). */
   saves?: boolean;
   /** What the user sees after up, beyond both being equal: a pattern per snapshot part. */
@@ -62,7 +64,8 @@ PostDown = echo "postdown %i $(ip -o link show dev %i 2>/dev/null | wc -l)" >> D
 
 const CASES: Case[] = [
   {
-    name: "plain addresses and routes",
+    name: "plain addresses and routes, from a file others can read",
+    worldReadable: true,
     conf: `[Interface]
 PrivateKey = ${KEY}
 ListenPort = 51901
@@ -384,7 +387,8 @@ function snapshot(ns: string, ifname: string, dir: string): Record<string, strin
  * (and its notice) goes; an address wg-quick passes on without a prefix length is printed with /32 or /128.
  */
 function steps(stderr: string, ifname: string, conf: string): string[] {
-  return stderr.split("\n").filter((l) => l.startsWith("[#] ") && !l.includes("type wireguard"))
+  return stderr.split("\n")
+    .filter((l) => (l.startsWith("[#] ") || l.startsWith("Warning: `")) && !l.includes("type wireguard"))
     .map((l) =>
       l.replaceAll(conf, "CONF").replaceAll(ifname, "IF")
         .replace(/^\[#\] \S*typetun-impl /, "[#] typetun ")
@@ -442,7 +446,7 @@ for (const c of CASES) {
         underlay(side[s].ns, c.setup ?? []);
         mkdirSync(`${dir}/${s}`);
         conf[s] = `${dir}/${s}/${side[s].ifname}.conf`;
-        writeFileSync(conf[s], c.conf.replaceAll("DIR", dir), { mode: 0o600 });
+        writeFileSync(conf[s], c.conf.replaceAll("DIR", dir), { mode: c.worldReadable ? 0o644 : 0o600 });
         lab.sockets.push(`/var/run/wireguard/${side[s].ifname}.sock`);
       }
       const before = {
@@ -469,6 +473,7 @@ for (const c of CASES) {
       const log = `wg-quick:\n${upA.stderr}\ntypetun:\n${upB.stderr}`;
       assert.equal(upB.status !== 0, upA.status !== 0, `exit status ${upA.status} vs ${upB.status}\n${log}`);
       assert.equal(upA.status !== 0, c.fails === true, log);
+      if (c.worldReadable) assert.match(upB.stderr, /Warning: `.*' is world accessible/);
       assert.deepEqual(
         steps(upB.stderr, side.b.ifname, conf.b),
         steps(upA.stderr, side.a.ifname, conf.a),
