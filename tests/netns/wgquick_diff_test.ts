@@ -118,6 +118,22 @@ Endpoint = 192.168.50.2:51820
 `,
   },
   {
+    name: "default route: table 51820 taken, src_valid_mark already 1, IPv4 only",
+    setup: ["ip route add 10.99.0.0/24 dev u0 table 51820", "sysctl -q net.ipv4.conf.all.src_valid_mark=1"],
+    conf: `[Interface]
+PrivateKey = ${KEY}
+ListenPort = 51917
+Address = 10.70.0.1/24
+
+[Peer]
+PublicKey = ${PEER[0]}
+AllowedIPs = 0.0.0.0/0
+Endpoint = 192.168.50.2:51820
+`,
+    // The next free table is the fwmark; no sysctl step (both print the same steps, checked above).
+    expect: { rules4: /not from all fwmark 0xca6d lookup 51821/, showconf: /FwMark = 0xca6d/ },
+  },
+  {
     name: "a PostUp hook fails halfway (set -e): both undo everything, default route included",
     fails: true,
     conf: `[Interface]
