@@ -41,9 +41,6 @@ import { keyToBase64 } from "../lib/encoding.ts";
 import type { DatagramTransport, Waker } from "./dataplane.ts";
 import type { LoopClock } from "./clock.ts";
 import type { Logger } from "./log.ts";
-import { readKeyFiles } from "./keyfiles.ts";
-import { readConfig } from "./quick.ts";
-import { resolveEndpoint } from "./set.ts";
 
 /**
  * What a hop adds to its inner datagram, counted into the MTU of the tunnel inside it: the hop's IP and UDP
@@ -348,6 +345,13 @@ export function viaToEnv(paths: string[]): string {
 
 /** Reads hop files (wg-quick .conf or TOML, key files too), resolves their endpoints, and checks the chain. */
 export async function readHops(paths: string[]): Promise<HopSpec[]> {
+  if (paths.length === 0) return [];
+  // Loaded only for hops: `show` and a daemon without them do not pay for the config and DNS code.
+  const [{ readKeyFiles }, { readConfig }, { resolveEndpoint }] = await Promise.all([
+    import("./keyfiles.ts"),
+    import("./quick.ts"),
+    import("./set.ts"),
+  ]);
   const hops: HopSpec[] = [];
   for (const path of paths) {
     const cfg = readKeyFiles(readConfig(path), path);
