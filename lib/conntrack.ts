@@ -31,6 +31,11 @@ export class ConnTable {
   readonly #older: Int32Array;
   #head = NONE;
   #tail = NONE;
+  /**
+   * The entry found or inserted last. A bulk transfer is one connection packet after packet (its data one way,
+   * its acknowledgements the other, under one key), so comparing with it first skips the hash and the chain.
+   */
+  #last = NONE;
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 24) {
@@ -51,11 +56,10 @@ export class ConnTable {
   /** The entry holding `key`, or -1. Does not change its recency (see {@link touch}). */
   find(key: Uint32Array): number {
     const keys = this.keys;
+    const last = this.#last;
+    if (last !== NONE && sameKey(keys, last * KEY_WORDS, key)) return last;
     for (let i = this.#buckets[hash(key) & this.#mask]!; i !== NONE; i = this.#chain[i]!) {
-      const at = i * KEY_WORDS;
-      let w = 0;
-      while (w < KEY_WORDS && keys[at + w] === key[w]) w++;
-      if (w === KEY_WORDS) return i;
+      if (sameKey(keys, i * KEY_WORDS, key)) return (this.#last = i);
     }
     return NONE;
   }
@@ -87,6 +91,7 @@ export class ConnTable {
     this.#chain[i] = this.#buckets[b]!;
     this.#buckets[b] = i;
     this.#pushHead(i);
+    this.#last = i;
     return i;
   }
 
@@ -95,6 +100,7 @@ export class ConnTable {
    * values along (entry numbers stay dense, so a new entry always takes number `size`).
    */
   remove(i: number, moved: (from: number, to: number) => void): void {
+    this.#last = NONE;
     this.#unchain(i);
     this.#unlink(i);
     const last = --this.size;
@@ -131,7 +137,7 @@ export class ConnTable {
   clear(): void {
     this.#buckets.fill(NONE);
     this.size = 0;
-    this.#head = this.#tail = NONE;
+    this.#head = this.#tail = this.#last = NONE;
   }
 
   #unchain(i: number): void {
@@ -160,6 +166,12 @@ export class ConnTable {
     this.#head = i;
     if (this.#tail === NONE) this.#tail = i;
   }
+}
+
+/** Whether `keys[at, at+KEY_WORDS)` is `key`. */
+function sameKey(keys: Uint32Array, at: number, key: Uint32Array): boolean {
+  for (let w = 0; w < KEY_WORDS; w++) if (keys[at + w] !== key[w]) return false;
+  return true;
 }
 
 /** A multiplicative hash of the key words (FNV-1a's structure over 32-bit words, with a final mix). */
