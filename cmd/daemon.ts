@@ -300,7 +300,9 @@ export async function serve(
     u && `IPv${u.family} GSO ${onOff(u.gso)} GRO ${onOff(u.gro)}`
   );
   log.info(
-    `Offloads: TUN ${tun.vnetHdr ? `vnet header, TSO ${onOff(tun.offload)}, USO ${onOff(tun.uso)}` : "off"}; UDP ` +
+    `Offloads: TUN ${
+      tun.vnetHdr ? `vnet header, TSO ${onOff(tun.offload)}, USO ${onOff(tun.uso)}` : "off"
+    }; UDP ` +
       udpOffloads.filter(Boolean).join(", "),
   );
 

@@ -2,16 +2,17 @@
  * The packet device over a TUN (ffi/tun.ts): IP packets in and out, with the kernel's offloads hidden, as
  * wireguard-go's tun.Device hides them (tun/tun_linux.go).
  *
- * With a vnet header (IFF_VNET_HDR and TUNSETOFFLOAD), a read may be a TCP super-packet of up to 64 KB (TSO):
- * it is cut into the IP packets it stands for (lib/gso.ts), handed out one per read. Writes go through a
- * coalescer (lib/gro.ts) that merges consecutive TCP segments of a flow into one write. Either way the kernel's
+ * With a vnet header (IFF_VNET_HDR and TUNSETOFFLOAD), a read may be a TCP super-packet of up to 64 KB (TSO),
+ * or with USO (Linux 6.2) a UDP one: it is cut into the IP packets it stands for (lib/gso.ts), handed out one
+ * per read. Writes go through a coalescer (lib/gro.ts) that merges consecutive TCP segments of a flow, and with
+ * USO consecutive UDP datagrams of a flow, into one write. Either way the kernel's
  * network stack handles one large packet where it would handle dozens of small ones: that, not the
  * cryptography, was where most of the time went (issue #6's profile). Without a vnet header, packets are read
  * straight into the caller's slot and written as they are.
  * @module
  */
 import { Coalescer } from "../lib/gro.ts";
-import { Segmenter, VNET_HDR_LEN } from "../lib/gso.ts";
+import { Segmenter, VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR_LEN } from "../lib/gso.ts";
 import { errnoName, SysError } from "../ffi/libc.ts";
 import type { LinkEvent } from "../ffi/netlink.ts";
 import { pinned } from "../ffi/runtime.ts";
@@ -26,6 +27,8 @@ export interface TunFile {
   readonly vnetHdr: boolean;
   /** The kernel took TUNSETOFFLOAD: reads may be super-packets, and writes may be coalesced. */
   readonly offload: boolean;
+  /** The kernel also took USO (TUN_F_USO4/USO6): UDP super-packets both ways. Absent means no. */
+  readonly uso?: boolean;
   /** Reads one packet (vnet header first, if any); 0 when none waits; throws when the device is gone. */
   readAt(buf: Uint8Array, off: number, len: number): number;
   /** Writes one packet (vnet header first, if any); its length, or the negated errno. */
@@ -82,6 +85,7 @@ export class TunDevice implements PacketDevice {
     this.mtu = opts.mtu;
     // Merged writes need the kernel's TSO on the TUN; without it every packet is written singly.
     this.#coalescer.coalesce = opts.file.vnetHdr && opts.file.offload;
+    this.#coalescer.coalesceUdp = this.#coalescer.coalesce && opts.file.uso === true;
   }
 
   get name(): string {
@@ -91,6 +95,11 @@ export class TunDevice implements PacketDevice {
   /** Whether decrypted TCP segments are still merged (false after the kernel refused a merged write). */
   get coalescing(): boolean {
     return this.#coalescer.coalesce;
+  }
+
+  /** Whether decrypted UDP datagrams are still merged (USO; false after the kernel refused a merged one). */
+  get coalescingUdp(): boolean {
+    return this.#coalescer.coalesceUdp;
   }
 
   get readable(): boolean {
@@ -149,7 +158,15 @@ export class TunDevice implements PacketDevice {
       const r = this.#file.writeAt(gro.outBuf(i), gro.outOff(i), gro.outLen(i));
       if (r >= 0) continue;
       this.refusedWrites++;
-      if (gro.outSegments(i) > 1 && gro.coalesce) {
+      if (gro.outSegments(i) > 1 && gro.outBuf(i)[gro.outOff(i) + 1] === VIRTIO_NET_HDR_GSO_UDP_L4) {
+        // Only the UDP merges are refused (a kernel that announced USO but cannot take it): keep TCP's.
+        if (gro.coalesceUdp) {
+          gro.coalesceUdp = false;
+          this.#log.error(
+            `The TUN refused a coalesced UDP packet (${errnoName(-r)}); writing datagrams singly`,
+          );
+        }
+      } else if (gro.outSegments(i) > 1 && gro.coalesce) {
         // A kernel that refuses our GSO packets would otherwise drop every merged run: stop merging.
         gro.coalesce = false;
         this.#log.error(`The TUN refused a coalesced packet (${errnoName(-r)}); writing packets singly`);

@@ -4,8 +4,8 @@
  * `openTun` opens `/dev/net/tun` non-blocking and attaches it to an interface with `TUNSETIFF`
  * (`IFF_TUN | IFF_NO_PI`: each read or write is one bare IP packet, up to 65,535 bytes). With `vnetHdr` it adds
  * `IFF_VNET_HDR`: every packet is then preceded by a 10-byte `struct virtio_net_hdr`, and `TUNSETOFFLOAD`
- * lets the kernel hand over TCP super-packets (TSO) and take coalesced ones (GRO); lib/gso.ts splits
- * them and lib/gro.ts builds them.
+ * lets the kernel hand over TCP super-packets (TSO) and take coalesced ones (GRO), and on Linux 6.2 and later
+ * UDP ones too (USO); lib/gso.ts splits them and lib/gro.ts builds them.
  * Addresses are added through rtnetlink (ffi/netlink.ts), which handles IPv4 and IPv6 alike and allows several
  * per interface; `setIPv4Address` is the classic ioctl way for the single primary IPv4 address.
  * @module
@@ -66,6 +66,9 @@ export const TUNSETOFFLOAD = 0x400454d0;
 export const TUN_F_CSUM = 0x01;
 export const TUN_F_TSO4 = 0x02;
 export const TUN_F_TSO6 = 0x04;
+/** TUNSETOFFLOAD bits of Linux 6.2: UDP segmentation offload (VIRTIO_NET_HDR_GSO_UDP_L4) for IPv4 and IPv6. */
+export const TUN_F_USO4 = 0x20;
+export const TUN_F_USO6 = 0x40;
 /** sizeof(struct virtio_net_hdr), the TUN default (TUNSETVNETHDRSZ is left alone). */
 export const VNET_HDR_SIZE = 10;
 
@@ -164,6 +167,8 @@ export interface TunOptions {
    * offloads (`TUNSETOFFLOAD`); see {@link Tun.vnetHdr} and {@link Tun.offload}.
    */
   vnetHdr?: boolean;
+  /** With `vnetHdr`, also ask for UDP segmentation offload (default true; see {@link Tun.uso}). */
+  uso?: boolean;
 }
 
 /**
@@ -182,12 +187,18 @@ export class Tun {
    * or when the kernel refused (then headers are still read and written, all of them plain).
    */
   readonly offload: boolean;
+  /**
+   * The kernel also took TUN_F_USO4 | TUN_F_USO6 (Linux 6.2): reads may be UDP super-packets (gso_type
+   * UDP_L4), and writes may be coalesced UDP.
+   */
+  readonly uso: boolean;
 
-  constructor(fd: number, name: string, vnetHdr = false, offload = false) {
+  constructor(fd: number, name: string, vnetHdr = false, offload = false, uso = false) {
     this.#fd = fd;
     this.name = name;
     this.vnetHdr = vnetHdr;
     this.offload = offload;
+    this.uso = offload && uso;
   }
 
   /** The file descriptor, for the poll set; -1 once closed. */
@@ -237,8 +248,9 @@ export class Tun {
  * Creates (or attaches to) the TUN interface `name`.
  *
  * With `vnetHdr`, the flags add `IFF_VNET_HDR` and `TUNSETOFFLOAD` asks for `TUN_F_CSUM | TUN_F_TSO4 |
- * TUN_F_TSO6`, as wireguard-go does (tun/tun_linux.go). A kernel that refuses the offloads (EINVAL before
- * they existed) leaves the device with plain vnet headers: {@link Tun.offload} is then false.
+ * TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6`, as current wireguard-go does (tun/tun_linux.go); a kernel before 6.2
+ * refuses the USO bits (EINVAL), and is then asked without them ({@link Tun.uso} false). A kernel that refuses
+ * the offloads altogether leaves the device with plain vnet headers: {@link Tun.offload} is then false.
  * @param name interface name, at most 15 bytes; may contain `%d` for the kernel to number it
  * @returns the open device, with the actual name
  * @throws SysError naming the call, the errno and what to do (no TUN support, needs CAP_NET_ADMIN, name in use)
@@ -259,9 +271,20 @@ export function openTun(name: string, options: TunOptions = {}): Tun {
     closeFd(fd);
     throw new SysError(`ioctl(TUNSETIFF ${name})`, e, setIffHints[e]);
   }
-  const offload = vnetHdr &&
-    vio.symbols.ioctlValue(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) === 0;
-  return new Tun(fd, fromCString(req, 0, IFNAMSIZ), vnetHdr, offload);
+  const { offload, uso } = vnetHdr ? setOffloads(fd, options.uso !== false) : { offload: false, uso: false };
+  return new Tun(fd, fromCString(req, 0, IFNAMSIZ), vnetHdr, offload, uso);
+}
+
+/**
+ * TUNSETOFFLOAD with checksums and TSO, and USO first when `uso` (the bits were added in Linux 6.2, and an
+ * older kernel refuses the whole request with EINVAL, so it is made again without them).
+ */
+function setOffloads(fd: number, uso: boolean): { offload: boolean; uso: boolean } {
+  const tcp = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+  if (uso && vio.symbols.ioctlValue(fd, TUNSETOFFLOAD, tcp | TUN_F_USO4 | TUN_F_USO6) === 0) {
+    return { offload: true, uso: true };
+  }
+  return { offload: vio.symbols.ioctlValue(fd, TUNSETOFFLOAD, tcp) === 0, uso: false };
 }
 
 /**

@@ -1,7 +1,9 @@
 /**
  * The write direction of the TUN offloads: a coalescer that merges consecutive TCP segments into one
  * super-packet the kernel accepts on write, as `tcp_gro_receive` does for a NIC (and wireguard-go's
- * tun/tcp_offload_linux.go). The vnet header it writes is defined in lib/gso.ts.
+ * tun/tcp_offload_linux.go), and, when the TUN took USO (Linux 6.2), consecutive UDP datagrams of a flow, as
+ * `udp_gro_receive` does and as current wireguard-go does (udpGRO in tun/offload_linux.go). The vnet header it
+ * writes is defined in lib/gso.ts.
  *
  * Pure: no I/O. Nothing here allocates per packet (copies go through lib/bytes.ts).
  * @module
@@ -13,14 +15,19 @@ import { IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, IPV6_DST, IPV6_HEADER_LEN, IPV6_SR
 import {
   IP_MAX,
   IPPROTO_TCP,
+  IPPROTO_UDP,
   TCP_ACK,
   TCP_CHECK,
   TCP_PSH,
+  UDP_CHECK,
+  UDP_HEADER_LEN,
+  UDP_LEN_AT,
   VIRTIO_NET_HDR_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6,
+  VIRTIO_NET_HDR_GSO_UDP_L4,
   VNET_HDR_LEN,
   writeVnetHdr,
 } from "./gso.ts";
@@ -29,6 +36,11 @@ import {
 
 /** Packets a {@link Coalescer} tracks between flushes, by default. */
 export const COALESCE_MAX_PACKETS = 256;
+/**
+ * Datagrams per merged UDP packet at most: what the kernel's own UDP GRO puts in one skb (UDP_GRO_CNT_MAX,
+ * net/ipv4/udp_offload.c), which every kernel that segments a USO packet handles.
+ */
+export const UDP_COALESCE_MAX_SEGMENTS = 64;
 
 /**
  * Merges consecutive TCP segments of one flow into super-packets for one TUN write each, following the rules
@@ -53,10 +65,20 @@ export const COALESCE_MAX_PACKETS = 256;
  * whose CHECKSUM_UNNECESSARY makes tcp4_gro_receive / tcp6_gro_receive skip validation, the bytes are the
  * ones the peer authenticated, and the merged packet's checksum is recomputed by the kernel if it leaves
  * the host again.
+ *
+ * UDP datagrams (with {@link coalesceUdp}) merge by `udp_gro_receive_segment`'s rules, which are
+ * wireguard-go's too: the same addresses and ports, the IP header rules above, the UDP length equal to what
+ * the IP header says, equal payload sizes except a shorter last one (which closes the group), at most
+ * {@link UDP_COALESCE_MAX_SEGMENTS} datagrams and 65,535 bytes. The merged packet asks for USO
+ * (VIRTIO_NET_HDR_GSO_UDP_L4, gso_size = the datagram payload) with the UDP checksum left to the kernel
+ * (NEEDS_CSUM at offset 6): each datagram comes out of `__udp_gso_segment` with its own length and checksum,
+ * and, for IPv4, IDs counting up from the first.
  */
 export class Coalescer {
   /** When false, every packet is output singly (offload off: the TUN takes no GSO packets). */
   coalesce = true;
+  /** When false, UDP datagrams are output singly (the TUN did not take TUN_F_USO4/USO6, before Linux 6.2). */
+  coalesceUdp = false;
   /** How many packets may be added between flushes. */
   readonly capacity: number;
 
@@ -79,6 +101,8 @@ export class Coalescer {
   readonly #psh: Uint8Array;
   readonly #iph: Uint8Array;
   readonly #thl: Uint8Array;
+  /** 1 for a UDP group (its "thl" is the UDP header's 8 bytes). */
+  readonly #udp: Uint8Array;
   // Flow table: hash slot → the first packet of the flow's open group, valid if stamped with this round.
   readonly #slotHead: Int32Array;
   readonly #slotGen: Int32Array;
@@ -116,6 +140,7 @@ export class Coalescer {
     this.#psh = new Uint8Array(capacity);
     this.#iph = new Uint8Array(capacity);
     this.#thl = new Uint8Array(capacity);
+    this.#udp = new Uint8Array(capacity);
     let slots = 16;
     while (slots < capacity * 2) slots *= 2;
     this.#slotHead = new Int32Array(slots);
@@ -160,21 +185,23 @@ export class Coalescer {
     this.#head[i] = 1;
     this.#segs[i] = 1;
     this.#closed[i] = 1;
-    if (!this.coalesce || len < 40) return true;
-    // Parse: TCP over IPv4 (not a fragment) or over IPv6 without extension headers.
+    if (!this.coalesce || len < 28) return true;
+    // Parse: TCP or UDP over IPv4 (not a fragment) or over IPv6 without extension headers.
     const version = buf[off]! >>> 4;
     let iph: number;
     let candidate: boolean;
     if (version === 4) {
       iph = (buf[off]! & 0x0f) << 2;
-      if (iph < 20 || buf[off + 9] !== IPPROTO_TCP || ((buf[off + 6]! & 0x3f) | buf[off + 7]!) !== 0) {
-        return true;
-      }
+      if (iph < 20 || ((buf[off + 6]! & 0x3f) | buf[off + 7]!) !== 0) return true;
       candidate = iph === 20 && ((buf[off + 2]! << 8) | buf[off + 3]!) === len;
+      if (buf[off + 9] === IPPROTO_UDP) return this.#addUdp(i, buf, off, len, iph, version, candidate);
+      if (len < 40 || buf[off + 9] !== IPPROTO_TCP) return true;
     } else if (version === 6) {
-      if (len < 60 || buf[off + 6] !== IPPROTO_TCP) return true;
+      if (len < 48) return true;
       iph = 40;
       candidate = ((buf[off + 4]! << 8) | buf[off + 5]!) === len - 40;
+      if (buf[off + 6] === IPPROTO_UDP) return this.#addUdp(i, buf, off, len, iph, version, candidate);
+      if (len < 60 || buf[off + 6] !== IPPROTO_TCP) return true;
     } else {
       return true;
     }
@@ -215,6 +242,55 @@ export class Coalescer {
     this.#psh[i] = 0;
     this.#iph[i] = iph;
     this.#thl[i] = thl;
+    this.#udp[i] = 0;
+    this.#slotHead[slot] = i;
+    this.#slotGen[slot] = this.#gen;
+    return true;
+  }
+
+  /** {@link add} for a UDP datagram, packet `i`, whose IP header (`iph` bytes, `version`) is parsed. */
+  #addUdp(
+    i: number,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    iph: number,
+    version: number,
+    candidate: boolean,
+  ): boolean {
+    if (!this.coalesceUdp || iph + UDP_HEADER_LEN > len) return true;
+    const udp = off + iph;
+    const payload = len - iph - UDP_HEADER_LEN;
+    candidate = candidate && ((buf[udp + UDP_LEN_AT]! << 8) | buf[udp + UDP_LEN_AT + 1]!) === len - iph &&
+      payload > 0;
+    const slot = this.#hash(buf, off, udp, version) & (this.#slotHead.length - 1);
+    let g = this.#slotGen[slot] === this.#gen ? this.#slotHead[slot]! : -1;
+    if (g >= 0 && !this.#sameFlow(g, buf, off, udp, version)) g = -1;
+    if (!candidate) {
+      if (g >= 0) this.#slotGen[slot] = 0; // it closes the flow's group: nothing after it may join
+      return true;
+    }
+    if (
+      g >= 0 && this.#closed[g] === 0 && iph === this.#iph[g] && payload <= this.#gso[g]! &&
+      this.#total[g]! + payload <= IP_MAX && this.#segs[g]! < UDP_COALESCE_MAX_SEGMENTS &&
+      this.#ipHeadersMatch(g, buf, off, iph)
+    ) {
+      this.#next[this.#tail[g]!] = i;
+      this.#tail[g] = i;
+      this.#head[i] = 0;
+      this.#segs[g]++;
+      this.#total[g] += payload;
+      if (payload < this.#gso[g]!) this.#closed[g] = 1; // only the last datagram may be shorter
+      return true;
+    }
+    this.#tail[i] = i;
+    this.#total[i] = len;
+    this.#gso[i] = payload;
+    this.#closed[i] = 0;
+    this.#psh[i] = 0;
+    this.#iph[i] = iph;
+    this.#thl[i] = UDP_HEADER_LEN;
+    this.#udp[i] = 1;
     this.#slotHead[slot] = i;
     this.#slotGen[slot] = this.#gen;
     return true;
@@ -324,6 +400,28 @@ export class Coalescer {
       dst[o + 3] = total;
       ipSendCheck(dst, o, iph);
     }
+    if (this.#udp[h] === 1) {
+      // The UDP length of the whole, and the pseudo-header sum for the kernel to complete per datagram.
+      const udp = o + iph, udpLen = total - iph;
+      dst[udp + UDP_LEN_AT] = udpLen >>> 8;
+      dst[udp + UDP_LEN_AT + 1] = udpLen;
+      const us = v6
+        ? pseudoHeaderSum6(dst, o, IPPROTO_UDP, udpLen)
+        : pseudoHeaderSum4(dst, o, IPPROTO_UDP, udpLen);
+      dst[udp + UDP_CHECK] = us >>> 8;
+      dst[udp + UDP_CHECK + 1] = us;
+      writeVnetHdr(
+        dst,
+        o - VNET_HDR_LEN,
+        VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        VIRTIO_NET_HDR_GSO_UDP_L4,
+        hdrs,
+        this.#gso[h]!,
+        iph,
+        UDP_CHECK,
+      );
+      return total;
+    }
     const tcp = o + iph;
     if (this.#psh[h] === 1) dst[tcp + 13] = dst[tcp + 13]! | TCP_PSH;
     // CHECKSUM_PARTIAL: the field holds the pseudo-header sum, uncomplemented; the kernel adds the rest
@@ -346,7 +444,7 @@ export class Coalescer {
     return total;
   }
 
-  /** A hash of the addresses' last bytes and the ports; collisions only cost a missed merge. */
+  /** A hash of the protocol, the addresses' last bytes and the ports; collisions only cost a missed merge. */
   #hash(buf: Uint8Array, off: number, tcp: number, version: number): number {
     // IPv4: the addresses; IPv6: their last 4 bytes.
     const a = off + (version === 4 ? IPV4_SRC : IPV6_DST - 4);
@@ -354,15 +452,19 @@ export class Coalescer {
     const s = (buf[a]! << 24) | (buf[a + 1]! << 16) | (buf[a + 2]! << 8) | buf[a + 3]!;
     const d = (buf[b]! << 24) | (buf[b + 1]! << 16) | (buf[b + 2]! << 8) | buf[b + 3]!;
     const p = (buf[tcp]! << 24) | (buf[tcp + 1]! << 16) | (buf[tcp + 2]! << 8) | buf[tcp + 3]!;
-    let h = Math.imul(s ^ Math.imul(d, 0x9e3779b1), 0x85ebca6b) ^ p;
+    // The protocol too, so that TCP and UDP between the same ports keep their own open groups.
+    const proto = buf[off + (version === 4 ? 9 : 6)]!;
+    let h = Math.imul(s ^ Math.imul(d ^ proto, 0x9e3779b1), 0x85ebca6b) ^ p;
     h = Math.imul(h ^ (h >>> 15), 0xc2b2ae35);
     return (h ^ (h >>> 13)) >>> 0;
   }
 
-  /** Whether the packet has the addresses and ports of group `g`'s first packet. */
+  /** Whether the packet has the protocol, addresses and ports of group `g`'s first packet. */
   #sameFlow(g: number, buf: Uint8Array, off: number, tcp: number, version: number): boolean {
     const hb = this.#bufs[g]!, ho = this.#off[g]!;
     if (hb[ho]! >>> 4 !== version) return false;
+    const proto = version === 4 ? 9 : 6;
+    if (hb[ho + proto] !== buf[off + proto]) return false;
     const from = version === 4 ? IPV4_SRC : IPV6_SRC, to = version === 4 ? IPV4_HEADER_LEN : IPV6_HEADER_LEN;
     for (let k = from; k < to; k++) if (hb[ho + k] !== buf[off + k]) return false;
     const ht = ho + this.#iph[g]!;
@@ -384,6 +486,19 @@ export class Coalescer {
     if (seq !== this.#nextSeq[g] || payload > this.#gso[g]! || this.#total[g]! + payload > IP_MAX) {
       return false;
     }
+    if (this.#udp[g] === 1 || !this.#ipHeadersMatch(g, buf, off, iph)) return false;
+    // tcp_gro_receive: the ACK number, the flag word except CWR/FIN/PSH (data offset, reserved bits, flags
+    // and window) and every option word must match.
+    const hb = this.#bufs[g]!, ho = this.#off[g]!;
+    const ht = ho + iph, t = off + iph;
+    for (let k = 8; k < 13; k++) if (hb[ht + k] !== buf[t + k]) return false;
+    if (hb[ht + 14] !== buf[t + 14] || hb[ht + 15] !== buf[t + 15]) return false;
+    for (let k = 20; k < thl; k++) if (hb[ht + k] !== buf[t + k]) return false;
+    return true;
+  }
+
+  /** The IP header rules of a merge with group `g`, for TCP and UDP alike. */
+  #ipHeadersMatch(g: number, buf: Uint8Array, off: number, iph: number): boolean {
     const hb = this.#bufs[g]!, ho = this.#off[g]!;
     if (iph === 20) {
       // inet_gro_receive: TOS, TTL and DF must match; without DF the IDs must count up.
@@ -401,12 +516,6 @@ export class Coalescer {
         hb[ho + 3] !== buf[off + 3] || hb[ho + 7] !== buf[off + 7]
       ) return false;
     }
-    // tcp_gro_receive: the ACK number, the flag word except CWR/FIN/PSH (data offset, reserved bits, flags
-    // and window) and every option word must match.
-    const ht = ho + iph, t = off + iph;
-    for (let k = 8; k < 13; k++) if (hb[ht + k] !== buf[t + k]) return false;
-    if (hb[ht + 14] !== buf[t + 14] || hb[ht + 15] !== buf[t + 15]) return false;
-    for (let k = 20; k < thl; k++) if (hb[ht + k] !== buf[t + k]) return false;
     return true;
   }
 }

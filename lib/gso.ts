@@ -1,8 +1,9 @@
 /**
  * The read direction of the TUN offloads: the `virtio_net_hdr` that precedes each packet on a TUN opened with
  * `IFF_VNET_HDR`, and a segmenter for the TCP super-packets the kernel hands over when TSO is on (what
- * `tcp_gso_segment` would have done), which also completes the checksum of a single NEEDS_CSUM packet — as
- * wireguard-go does (tun/offload_linux.go). The write direction, GRO, is lib/gro.ts.
+ * `tcp_gso_segment` would have done) and the UDP ones when USO is on (Linux 6.2, `__udp_gso_segment`), which
+ * also completes the checksum of a single NEEDS_CSUM packet — as wireguard-go does (tun/offload_linux.go). The
+ * write direction, GRO, is lib/gro.ts.
  *
  * Pure: no I/O. Nothing here allocates per packet (copies go through lib/bytes.ts).
  * @module
@@ -25,6 +26,8 @@ export const VIRTIO_NET_HDR_GSO_NONE = 0;
 export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
 export const VIRTIO_NET_HDR_GSO_UDP = 3;
 export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+/** UDP segmentation (USO, Linux 6.2): datagrams of gso_size payload bytes, each with its own UDP header. */
+export const VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
 /** gso_type bit: the TCP flow uses ECN (the segments after the first must not repeat CWR). */
 export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
@@ -66,6 +69,11 @@ function le16(buf: Uint8Array, off: number): number {
 // ---- TCP fields the offloads touch (lib/gro.ts too) -------------------------------------------------------
 
 export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+/** The UDP header's length, and where its length and checksum fields sit in it. */
+export const UDP_HEADER_LEN = 8;
+export const UDP_LEN_AT = 4;
+export const UDP_CHECK = 6;
 /** TCP flags (RFC 9293 section 3.1). */
 const TCP_FIN = 0x01;
 export const TCP_PSH = 0x08;
@@ -105,6 +113,8 @@ export class Segmenter {
   #csumStart = 0;
   #csumOffset = 0;
   #gsoType = 0;
+  /** The super-packet is UDP (USO) rather than TCP. */
+  #udp = false;
 
   /** The number of packets of the last {@link begin}. */
   get count(): number {
@@ -133,7 +143,7 @@ export class Segmenter {
   /**
    * Parses the vnet header at `buf[off..off+10)` and the packet after it (`len` counts both).
    * @returns the number of IP packets it yields (≥ 1), or 0 when it is malformed or of an unsupported kind
-   * (UDP fragmentation offload, IPv6 routing or fragment headers under TSO, header lengths out of range)
+   * (UDP fragmentation offload, IPv6 routing or fragment headers under TSO/USO, header lengths out of range)
    */
   begin(buf: Uint8Array, off: number, len: number): number {
     this.#count = 0;
@@ -159,48 +169,52 @@ export class Segmenter {
       }
       return this.#count = 1;
     }
-    // TSO. hdr_len is not trusted (wireguard-go notes the kernel may set it to the whole first packet on the
-    // forwarding path): the IP and TCP header lengths come from the packet itself.
+    // TSO or USO. hdr_len is not trusted (wireguard-go notes the kernel may set it to the whole first packet
+    // on the forwarding path): the IP and transport header lengths come from the packet itself.
     const kind = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
     const version = buf[pkt]! >>> 4;
+    const udp = kind === VIRTIO_NET_HDR_GSO_UDP_L4;
+    const proto = udp ? IPPROTO_UDP : IPPROTO_TCP;
+    const l4Min = udp ? UDP_HEADER_LEN : 20;
     let iph: number, next: number;
-    if (kind === VIRTIO_NET_HDR_GSO_TCPV4 && version === 4) {
+    if ((kind === VIRTIO_NET_HDR_GSO_TCPV4 || udp) && version === 4) {
       iph = (buf[pkt]! & 0x0f) << 2;
-      if (iph < 20 || pktLen < iph + 20 || buf[pkt + 9] !== IPPROTO_TCP) return 0;
-      if (((buf[pkt + 6]! & 0x3f) | buf[pkt + 7]!) !== 0) return 0; // a fragment is no TSO packet
+      if (iph < 20 || pktLen < iph + l4Min || buf[pkt + 9] !== proto) return 0;
+      if (((buf[pkt + 6]! & 0x3f) | buf[pkt + 7]!) !== 0) return 0; // a fragment is no TSO/USO packet
       this.#v6 = false;
-    } else if (kind === VIRTIO_NET_HDR_GSO_TCPV6 && version === 6) {
+    } else if ((kind === VIRTIO_NET_HDR_GSO_TCPV6 || udp) && version === 6) {
       // Hop-by-hop and destination options are copied into every segment as ipv6_gso_segment does; a routing
       // header with segments left would change the pseudo-header's destination (RFC 8200 section 8.1), and
       // a fragment header cannot precede a super-packet, so both are refused.
       iph = 40;
       next = buf[pkt + 6]!;
-      for (let n = 0; next !== IPPROTO_TCP; n++) {
+      for (let n = 0; next !== proto; n++) {
         if (n === 8 || pktLen < iph + 8) return 0;
         if (next !== 0 && next !== 60 && !(next === 43 && buf[pkt + iph + 3] === 0)) return 0;
         next = buf[pkt + iph]!;
         iph += (buf[pkt + iph + 1]! + 1) << 3;
       }
-      if (pktLen < iph + 20) return 0;
+      if (pktLen < iph + l4Min) return 0;
       this.#v6 = true;
     } else {
       return 0; // VIRTIO_NET_HDR_GSO_UDP (UFO), unknown types, or a type that does not match the packet
     }
-    const thl = (buf[pkt + iph + 12]! >>> 4) << 2;
+    const thl = udp ? UDP_HEADER_LEN : (buf[pkt + iph + 12]! >>> 4) << 2;
     const hdrs = iph + thl;
     const gso = le16(buf, off + VNET_GSO_SIZE);
-    if (thl < 20 || hdrs > pktLen || gso === 0) return 0;
+    if (thl < l4Min || hdrs > pktLen || gso === 0) return 0;
     const tcp = pkt + iph;
+    this.#udp = udp;
     this.#iph = iph;
     this.#hdrs = hdrs;
     this.#gso = gso;
-    this.#seq = ((buf[tcp + 4]! << 24) | (buf[tcp + 5]! << 16) | (buf[tcp + 6]! << 8) | buf[tcp + 7]!) >>> 0;
+    this.#seq = udp
+      ? 0
+      : ((buf[tcp + 4]! << 24) | (buf[tcp + 5]! << 16) | (buf[tcp + 6]! << 8) | buf[tcp + 7]!) >>> 0;
     this.#id = (buf[pkt + 4]! << 8) | buf[pkt + 5]!;
-    this.#tcpFlags = buf[tcp + 13]!;
-    // The addresses' share of the pseudo-header, computed once; each segment adds its own TCP length.
-    this.#pseudo = this.#v6
-      ? pseudoHeaderSum6(buf, pkt, IPPROTO_TCP, 0)
-      : pseudoHeaderSum4(buf, pkt, IPPROTO_TCP, 0);
+    this.#tcpFlags = udp ? 0 : buf[tcp + 13]!;
+    // The addresses' share of the pseudo-header, computed once; each segment adds its own transport length.
+    this.#pseudo = this.#v6 ? pseudoHeaderSum6(buf, pkt, proto, 0) : pseudoHeaderSum4(buf, pkt, proto, 0);
     this.#mode = MODE_TSO;
     const payload = pktLen - hdrs;
     return this.#count = payload <= gso ? 1 : Math.ceil(payload / gso);
@@ -232,8 +246,8 @@ export class Segmenter {
     }
     // tcp_gso_segment (net/ipv4/tcp_offload.c): every segment carries a copy of the headers and gso_size
     // bytes of payload; sequence numbers advance by gso_size; FIN and PSH stay on the last segment only and
-    // CWR on the first only. Every field the segments differ in is written from values saved by begin(),
-    // so the source headers may already have been overwritten by an in-place segment 0.
+    // CWR on the first only (UDP: see below). Every field the segments differ in is written from values saved
+    // by begin(), so the source headers may already have been overwritten by an in-place segment 0.
     const iph = this.#iph, hdrs = this.#hdrs, gso = this.#gso;
     const payloadLen = n - hdrs;
     copyBytes(src, pkt, dst, dstOff, hdrs);
@@ -250,6 +264,20 @@ export class Segmenter {
       dst[dstOff + 4] = id >>> 8;
       dst[dstOff + 5] = id;
       ipSendCheck(dst, dstOff, iph);
+    }
+    if (this.#udp) {
+      // __udp_gso_segment (net/ipv4/udp_offload.c): each datagram gets its own UDP length and a full checksum
+      // (0 sent as 0xffff: for UDP over IPv4, 0 would mean "no checksum", and IPv6 forbids it).
+      const udp = dstOff + iph;
+      const udpLen = n - iph;
+      dst[udp + UDP_LEN_AT] = udpLen >>> 8;
+      dst[udp + UDP_LEN_AT + 1] = udpLen;
+      dst[udp + UDP_CHECK] = 0;
+      dst[udp + UDP_CHECK + 1] = 0;
+      const uc = csumFold(csumPartial(dst, udp, udpLen, this.#pseudo + udpLen)) || 0xffff;
+      dst[udp + UDP_CHECK] = uc >>> 8;
+      dst[udp + UDP_CHECK + 1] = uc;
+      return n;
     }
     const tcp = dstOff + iph;
     const seq = (this.#seq + i * gso) >>> 0;
