@@ -13,10 +13,10 @@
  * @module
  */
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { cannotRun, inNs, joinPair, Lab, sleep, tag } from "../tests/netns/_lab.ts";
+import { cpuSeconds, median } from "./_measure.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -33,18 +33,6 @@ interface Round {
   gbps: number;
   cpuPerGb: number;
 }
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
-/** User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15, in ticks of 1/100 s). */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 /** A typetun-only UAPI set for one peer, sent to the daemon's socket as the CLI would (ncat -U). */
 function setFilter(ns: string, ifname: string, peerBase64: string, line: string): void {
   const hex = Buffer.from(peerBase64, "base64").toString("hex");
@@ -63,7 +51,7 @@ const stop = () => {
 process.on("SIGINT", stop);
 try {
   const t = tag();
-  const nsA = lab.ns(`ca${t}`), nsB = lab.ns(`cb${t}`);
+  const nsA = lab.ns(`qa${t}`), nsB = lab.ns(`qb${t}`);
   lab.veth(nsA, nsB, ["192.168.249.1", "fd00:249::1"], ["192.168.249.2", "fd00:249::2"]);
   const quiet = { LOG_LEVEL: "error" };
   const pairs = [
