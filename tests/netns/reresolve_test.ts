@@ -2,9 +2,10 @@
  * Endpoints named by DNS are resolved again while handshakes fail (issue 17). typetun's namespace resolves the
  * server's name from its own hosts file (`ip netns exec` bind-mounts /etc/netns/NAME/hosts over /etc/hosts, so
  * the daemon and the CLI run under it); the server (the current wireguard-go, else Debian's) then moves to
- * another address, the hosts file is rewritten in place, and the tunnel must come back by itself: the session's
- * packets go unanswered, a new handshake is tried, its first unanswered initiation makes the daemon look the
- * name up again, and the next initiation goes to the new address. Done twice: a bare daemon configured with
+ * another address as a new process that knows nothing of the client, the hosts file is rewritten in place, and
+ * the tunnel must come back by itself: the session's packets go unanswered, a new handshake is tried, its first
+ * unanswered initiation makes the daemon look the name up again, and the next initiation goes to the new
+ * address. Without re-resolution the client would knock at the old address until someone set it anew. Done twice: a bare daemon configured with
  * `typetun set … endpoint NAME:PORT`, and `typetun up` from a file with `Endpoint = NAME:PORT`.
  */
 import assert from "node:assert/strict";
@@ -45,8 +46,7 @@ const endpointOf = (ifname: string) => sh(`wg show ${ifname} endpoints`).trim().
 
 /**
  * The client namespace (its own hosts file naming the server at 192.168.78.2), the server's namespace with the
- * current wireguard-go at 192.168.78.2 port 51830, tunnel 10.78.0.1 (client) ↔ 10.78.0.2 (server). The server
- * "moves" by trading that address for 192.168.78.3.
+ * current wireguard-go at 192.168.78.2 port 51830, tunnel 10.78.0.1 (client) ↔ 10.78.0.2 (server).
  */
 async function setup(lab: Lab, t: string, hostsDir: string) {
   const nsC = `rrc${t}`;
@@ -55,19 +55,34 @@ async function setup(lab: Lab, t: string, hostsDir: string) {
   lab.ns(nsC);
   const nsS = lab.ns(`rrs${t}`);
   const [, vethS] = lab.veth(nsC, nsS, ["192.168.78.1", "fd78::1"], ["192.168.78.2", "fd78::2"]);
-  const go = `rrg${t}`;
-  await lab.daemon(go, nsS, { WG_PROCESS_FOREGROUND: "1" }, [GO]);
   const kc = wgKeys(), ks = wgKeys();
-  wgSet(go, ks.priv, `listen-port 51830 peer ${kc.pub} allowed-ips 10.78.0.1/32`);
-  sh(`ip -n ${nsS} addr add 10.78.0.2/24 dev ${go} && ip -n ${nsS} link set ${go} up`);
-  return { nsC, nsS, vethS, go, kc, ks };
+  const server = async (go: string) => {
+    await lab.daemon(go, nsS, { WG_PROCESS_FOREGROUND: "1" }, [GO]);
+    wgSet(go, ks.priv, `listen-port 51830 peer ${kc.pub} allowed-ips 10.78.0.1/32`);
+    sh(`ip -n ${nsS} addr add 10.78.0.2/24 dev ${go} && ip -n ${nsS} link set ${go} up`);
+  };
+  await server(`rrg${t}`);
+  /**
+   * The server moves: a new server process at 192.168.78.3, which knows nothing of the client's endpoint (so
+   * only the client can bring the tunnel back, as with a server that moved to another host), and the name
+   * follows it (the hosts file rewritten in place: the bind mount in the client's namespace shows it).
+   */
+  const move = async () => {
+    sh(`ip -n ${nsS} link del rrg${t}`); // wireguard-go exits with its interface
+    sh(
+      `ip -n ${nsS} addr del 192.168.78.2/24 dev ${vethS} && ip -n ${nsS} addr add 192.168.78.3/24 dev ${vethS}`,
+    );
+    await server(`rrh${t}`);
+    writeFileSync(`${hostsDir}/hosts`, `127.0.0.1 localhost\n192.168.78.3 ${NAME}\n`);
+  };
+  return { nsC, kc, ks, move };
 }
 
 labTest("re-resolve: a bare daemon set with a name follows it when the server moves", skip, async (lab) => {
   const t = tag();
   const hostsDir = `/etc/netns/rrc${t}`;
   try {
-    const { nsC, nsS, vethS, go, kc, ks } = await setup(lab, t, hostsDir);
+    const { nsC, kc, ks, move } = await setup(lab, t, hostsDir);
     const tt = `rrt${t}`;
     await lab.daemon(tt, nsC);
     const key = `/tmp/typetun-rr-${t}.key`;
@@ -81,18 +96,13 @@ labTest("re-resolve: a bare daemon set with a name follows it when the server mo
     assert.ok((await pingUntil(nsC, "10.78.0.2", 10)) !== null, "the tunnel works at first");
     assert.equal(endpointOf(tt), "192.168.78.2:51830");
 
-    // The server moves to .3: the old address is gone from its veth, the name now says .3.
-    sh(
-      `ip -n ${nsS} addr del 192.168.78.2/24 dev ${vethS} && ip -n ${nsS} addr add 192.168.78.3/24 dev ${vethS}`,
-    );
-    writeFileSync(`${hostsDir}/hosts`, `127.0.0.1 localhost\n192.168.78.3 ${NAME}\n`);
+    await move();
     // Worst case: KEEPALIVE_TIMEOUT + REKEY_TIMEOUT until a new handshake, REKEY_TIMEOUT until it counts as
     // failed (the lookup), REKEY_TIMEOUT until the next initiation: about 25 s, plus jitter and a slow machine.
     const took = await pingUntil(nsC, "10.78.0.2", 60);
     assert.ok(took !== null, "the tunnel came back after the name moved");
     assert.equal(endpointOf(tt), "192.168.78.3:51830");
     console.log(`  bare daemon + set: back after ${took!.toFixed(1)} s`);
-    void go;
   } finally {
     rmSync(hostsDir, { recursive: true, force: true });
   }
@@ -117,10 +127,7 @@ labTest("re-resolve: typetun up from a file with a named endpoint follows it too
     typetun(nsC, `up ${conf}`);
     assert.ok((await pingUntil(nsC, "10.78.0.2", 10)) !== null, "the tunnel works at first");
     assert.equal(endpointOf(tt), "192.168.78.2:51830");
-    sh(
-      `ip -n ${s.nsS} addr del 192.168.78.2/24 dev ${s.vethS} && ip -n ${s.nsS} addr add 192.168.78.3/24 dev ${s.vethS}`,
-    );
-    writeFileSync(`${hostsDir}/hosts`, `127.0.0.1 localhost\n192.168.78.3 ${NAME}\n`);
+    await s.move();
     const took = await pingUntil(nsC, "10.78.0.2", 60);
     assert.ok(took !== null, "the tunnel came back after the name moved");
     assert.equal(endpointOf(tt), "192.168.78.3:51830");
