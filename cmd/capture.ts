@@ -7,13 +7,16 @@
  * daemon dropped because they were read too slowly.
  * @module
  */
-import { createWriteStream, existsSync } from "node:fs";
-import { connect } from "node:net";
+import { randomBytes } from "node:crypto";
+import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import process from "node:process";
 import { Writable } from "node:stream";
 import { parseArgs } from "node:util";
 import { keyFromBase64 } from "../lib/encoding.ts";
-import { BLOCK_SHB, PcapngScanner } from "../lib/pcapng.ts";
+import { PcapngScanner } from "../lib/pcapng.ts";
 import { capturePath } from "./capture_server.ts";
 import { socketPath } from "./uapi_client.ts";
 
@@ -87,31 +90,92 @@ export async function captureMain(args: string[]): Promise<number> {
   }
   let out: Writable;
   try {
-    out = toStdout ? process.stdout : await openFile(file!);
+    out = toStdout ? process.stdout : openFile(file!);
   } catch (e) {
     process.stderr.write(`typetun capture: ${file}: ${(e as Error).message}\n`);
     return 1;
   }
-  return await run(path, `capture${outer ? " outer" : ""}${peer ? ` peer=${peer}` : ""}\n`, out, !toStdout);
+  return await run(path, `${outer ? " outer" : ""}${peer ? ` peer=${peer}` : ""}`, out, !toStdout);
 }
 
-function openFile(file: string): Promise<Writable> {
-  return new Promise((resolve, reject) => {
-    // The capture holds the tunnel's plaintext: private, as the daemon's socket is.
-    const s = createWriteStream(file, { mode: 0o600 });
-    s.once("open", () => resolve(s));
-    s.once("error", reject);
+/** FILE as a stream written synchronously: a file takes what it is given at once, without a thread pool. */
+function openFile(file: string): Writable {
+  // The capture holds the tunnel's plaintext: private, as the daemon's socket is.
+  const fd = openSync(file, "w", 0o600);
+  return new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Uint8Array, _encoding, done) {
+      try {
+        writeSync(fd, chunk);
+        done();
+      } catch (e) {
+        done(e as Error);
+      }
+    },
+    final(done) {
+      closeSync(fd);
+      done();
+    },
   });
 }
 
+/**
+ * The socket the daemon sends the packets to: in a directory of its own that others may pass through but not
+ * read (the daemon may run as another user after --user), open to anyone, so the token tells the daemon's
+ * connection from others.
+ */
+async function dataSocket(): Promise<{ server: Server; path: string; dir: string }> {
+  const base = /\s/.test(tmpdir()) ? "/tmp" : tmpdir();
+  const dir = mkdtempSync(join(base, "typetun-capture-"));
+  chmodSync(dir, 0o711);
+  const path = join(dir, "data.sock");
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(path, () => resolve());
+  });
+  chmodSync(path, 0o666);
+  return { server, path, dir };
+}
+
 /** Streams the capture into `out` until stopped; reports and returns the exit code. */
-function run(path: string, request: string, out: Writable, closeOut: boolean): Promise<number> {
+async function run(control: string, options: string, out: Writable, closeOut: boolean): Promise<number> {
+  let data: Awaited<ReturnType<typeof dataSocket>>;
+  try {
+    data = await dataSocket();
+  } catch (e) {
+    process.stderr.write(`typetun capture: cannot make a socket for the packets: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const token = randomBytes(16).toString("hex");
+  try {
+    return await stream(
+      control,
+      `capture${options} data=${data.path} token=${token}\n`,
+      token,
+      data.server,
+      out,
+      closeOut,
+    );
+  } finally {
+    data.server.close();
+    rmSync(data.dir, { recursive: true, force: true });
+  }
+}
+
+function stream(
+  path: string,
+  request: string,
+  token: string,
+  dataServer: Server,
+  out: Writable,
+  closeOut: boolean,
+): Promise<number> {
   return new Promise((resolve) => {
     const scanner = new PcapngScanner();
     const sock = connect(path);
-    let started = false, stopping = false, failed = false, finished = false;
-    let head = new Uint8Array(0);
-    let errorText = "";
+    let stream: Socket | null = null;
+    let reply = "", started = false, stopping = false, failed = false, finished = false;
     let stopTimer: ReturnType<typeof setTimeout> | undefined;
 
     /** Asks the daemon to stop; the rest of the stream and its statistics follow. */
@@ -119,7 +183,10 @@ function run(path: string, request: string, out: Writable, closeOut: boolean): P
       if (stopping) return;
       stopping = true;
       if (!sock.destroyed) sock.end();
-      stopTimer = setTimeout(() => sock.destroy(), STOP_TIMEOUT_MS);
+      stopTimer = setTimeout(() => {
+        stream?.destroy();
+        sock.destroy();
+      }, STOP_TIMEOUT_MS);
     };
     const onSignal = () => stop();
     process.on("SIGINT", onSignal);
@@ -131,6 +198,8 @@ function run(path: string, request: string, out: Writable, closeOut: boolean): P
       clearTimeout(stopTimer);
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
+      sock.destroy();
+      stream?.destroy();
       const report = () => {
         if (started) {
           process.stderr.write(`${scanner.packets} packets captured\n`);
@@ -155,55 +224,71 @@ function run(path: string, request: string, out: Writable, closeOut: boolean): P
     });
 
     const pass = (chunk: Uint8Array) => {
+      if (failed) return;
       try {
         scanner.push(chunk);
       } catch (e) {
         process.stderr.write(`typetun capture: the daemon's stream is broken: ${(e as Error).message}\n`);
         failed = true;
-        sock.destroy();
+        stop();
         return;
       }
-      if (failed) return;
       if (!out.write(chunk)) {
-        sock.pause();
-        out.once("drain", () => sock.resume());
+        stream!.pause();
+        out.once("drain", () => stream?.resume());
       }
     };
 
-    sock.on("connect", () => sock.write(request));
-    sock.on("data", (d: Uint8Array) => {
-      if (started) return pass(d);
-      if (errorText !== "") {
-        errorText += new TextDecoder().decode(d);
-        return;
-      }
-      // The stream begins with a Section Header Block; anything else is the daemon's one-line refusal.
-      const joined = new Uint8Array(head.length + d.length);
-      joined.set(head);
-      joined.set(d, head.length);
-      if (joined.length < 4) {
-        head = joined;
-        return;
-      }
-      const type = (joined[0]! | (joined[1]! << 8) | (joined[2]! << 16) | (joined[3]! << 24)) >>> 0;
-      if (type === BLOCK_SHB) {
+    // The daemon's connection to the data socket begins with the token's line; any other is not its.
+    dataServer.on("connection", (conn: Socket) => {
+      if (stream !== null) return conn.destroy();
+      let head = new Uint8Array(0);
+      const onData = (d: Uint8Array) => {
+        const joined = new Uint8Array(head.length + d.length);
+        joined.set(head);
+        joined.set(d, head.length);
+        const nl = joined.indexOf(10);
+        if (nl < 0) {
+          head = joined;
+          if (head.length > 80) conn.destroy();
+          return;
+        }
+        conn.off("data", onData);
+        if (new TextDecoder().decode(joined.subarray(0, nl)) !== token || stream !== null) {
+          return conn.destroy();
+        }
+        stream = conn;
         started = true;
-        pass(joined);
-      } else errorText = new TextDecoder().decode(joined);
+        conn.on("data", pass);
+        conn.on("end", () => finish(failed ? 1 : 0));
+        conn.on("close", () => finish(failed ? 1 : 0));
+        if (nl + 1 < joined.length) pass(joined.subarray(nl + 1));
+      };
+      conn.on("data", onData);
+      conn.on("error", () => conn.destroy());
+    });
+
+    sock.on("connect", () => sock.write(request));
+    sock.setEncoding("utf8");
+    sock.on("data", (d: string) => {
+      reply += d;
+      if (reply.startsWith("error")) return;
+      if (reply.length > 1000) sock.destroy();
     });
     sock.on("error", (e: NodeJS.ErrnoException) => {
-      if (!started && errorText === "") {
+      if (!started) {
         const why = e.code === "EACCES" ? "Permission denied (run as root)" : e.message;
         process.stderr.write(`typetun capture: ${path}: ${why}\n`);
         failed = true;
       }
     });
     sock.on("close", () => {
-      if (errorText !== "") {
-        process.stderr.write(`typetun capture: ${errorText.trim().replace(/^error: /, "")}\n`);
+      if (reply.startsWith("error")) {
+        process.stderr.write(`typetun capture: ${reply.trim().replace(/^error: /, "")}\n`);
         return finish(1);
       }
-      finish(failed && !started ? 1 : 0);
+      // The daemon went away, or ended the capture: the data stream ends by itself (or never began).
+      if (!started) finish(1);
     });
   });
 }

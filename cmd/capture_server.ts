@@ -1,18 +1,25 @@
 /**
  * The daemon's side of `typetun capture` (cmd/capture.ts): a Unix socket beside the UAPI's,
  * /var/run/wireguard/IFNAME.capture, private to root as the UAPI socket is (`wg` lists only `*.sock`, so it
- * does not take this one for an interface). A client sends one request line and reads a pcapng stream
- * (lib/pcapng.ts) of the tunnel's packets until it half-closes the connection; the stream then ends with an
- * Interface Statistics Block saying how many packets it lost.
+ * does not take this one for an interface). It is the capture's control connection; the packets go to a stream
+ * socket the client listens on, which the daemon connects to (ffi/unix_stream.ts) and writes with non-blocking
+ * send(2) from the JavaScript thread, so the stream does not wait for the event loop, which a busy data plane
+ * turns only every few milliseconds (through node:net the capture moved about 10 MB/s).
  *
- * Request: `capture [outer] [peer=BASE64-PUBLIC-KEY]\n`. Reply: the stream, or one line `error: ...` and the end.
+ * Request: `capture [outer] [peer=BASE64-PUBLIC-KEY] data=PATH token=HEX\n`. Reply: `ok` or `error: ...`. The
+ * data stream is the token's line, then pcapng (lib/pcapng.ts). The client half-closes the control connection
+ * to stop; the stream then ends with an Interface Statistics Block saying how many packets were dropped, and
+ * both connections close. The token lets the client tell the daemon's connection from anyone else's (its data
+ * socket is open to the daemon, which may run as another user after --user).
  *
  * Cost. With nobody capturing, nothing is installed: the Device's hook list is empty and the data plane has no
  * tap. While someone captures, the plaintext packets come from a {@link PacketHook} (which always lets them
  * through) and, with `outer`, the encrypted datagrams from the data plane's {@link DatagramTap}. Each is encoded
- * straight into the capture's bounded {@link CaptureQueue} and the hook returns; the socket is written from the
- * event loop, one chunk at a time, each only after the previous one was taken by the kernel. A reader that does
- * not keep up fills the queue, and further packets are counted as dropped: the tunnel never waits for it.
+ * straight into the capture's bounded {@link CaptureQueue}; once a chunk's worth waits, the hook sends it
+ * itself (send(2) with MSG_DONTWAIT never waits), and the rest goes on the next turn of the event loop. A
+ * reader that does not keep up fills the socket and then the queue, and further packets are counted as
+ * dropped: the tunnel never waits for it. (Sending only from the event loop lost packets at 50 Mbit/s: under
+ * load its turns come tens of milliseconds apart.)
  * @module
  */
 import { unlinkSync } from "node:fs";
@@ -44,6 +51,7 @@ import {
   OUTBOUND,
   sectionHeader,
 } from "../lib/pcapng.ts";
+import { UnixStream } from "../ffi/unix_stream.ts";
 import type { DatagramTap, DataPlane } from "./dataplane.ts";
 import type { Logger } from "./log.ts";
 
@@ -62,6 +70,10 @@ const REQUEST_TIMEOUT_MS = 5000;
 const MAX_CONNECTIONS = 2 * MAX_CAPTURES;
 /** The peers' endpoints are looked at again at most this often when a datagram matches none of them. */
 const PEER_REFRESH_MS = 1000;
+/** The data socket's send buffer asked for: what the kernel holds for a reader besides the queue. */
+const SEND_BUFFER = 1 << 20;
+/** When the data socket is full, how long until the next try if no packet comes meanwhile. */
+const RETRY_MS = 5;
 
 const NO_KEY = new Uint8Array(0);
 const ANY4 = new Uint8Array(4);
@@ -78,23 +90,29 @@ function nowMicros(): number {
 }
 
 /** What a client asked for. */
-interface Request {
+export interface CaptureRequest {
   outer: boolean;
   peer: Uint8Array | null;
+  /** The client's data socket, and the line to write first on it. */
+  data: string;
+  token: string;
 }
 
 /** Parses a request line; a string is the error to send back. */
-export function parseCaptureRequest(line: string): Request | string {
+export function parseCaptureRequest(line: string): CaptureRequest | string {
   const words = line.trim().split(/\s+/);
   if (words[0] !== "capture") return `not a capture request: "${line.slice(0, 40)}"`;
-  const req: Request = { outer: false, peer: null };
+  const req: CaptureRequest = { outer: false, peer: null, data: "", token: "" };
   for (const w of words.slice(1)) {
     if (w === "outer") req.outer = true;
     else if (w.startsWith("peer=")) {
       req.peer = keyFromBase64(w.slice(5));
       if (req.peer === null) return `not a public key: "${w.slice(5, 60)}"`;
-    } else return `unknown capture option "${w.slice(0, 40)}"`;
+    } else if (w.startsWith("data=/")) req.data = w.slice(5);
+    else if (/^token=[0-9a-f]{16,64}$/.test(w)) req.token = w.slice(6);
+    else return `unknown capture option "${w.slice(0, 40)}"`;
   }
+  if (req.data === "" || req.token === "") return "a capture request needs data=PATH and token=HEX";
   return req;
 }
 
@@ -103,6 +121,11 @@ class Capture {
   readonly queue = new CaptureQueue(QUEUE_CHUNKS, CHUNK_BYTES);
   /** Packets written to the queue (the interface blocks aside). */
   packets = 0;
+  /** send(2) calls that moved bytes, and the bytes. */
+  writes = 0;
+  bytes = 0;
+  /** Times the data socket was full. */
+  full = 0;
   readonly startMicros = nowMicros();
   readonly outer: boolean;
   /** --peer: only this key's packets and datagrams; null for all. */
@@ -111,24 +134,42 @@ class Capture {
   #peer: Peer | null = null;
   /** Each peer's interface in the stream; interface 0 is the tunnel itself (datagrams of no known peer). */
   readonly #ifaces = new Map<Peer, number>();
-  #writing = false;
+  /** The chunk being sent, and how much of it is sent. */
+  #chunk: Uint8Array | null = null;
+  #sent = 0;
   #scheduled = false;
+  /** The data socket was full: the next try waits for #retry. */
+  #blocked = false;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  /** Stopping: no more packets; the statistics are queued once the rest is sent. */
   #ending = false;
+  #statsQueued = false;
   #closed = false;
   readonly #flushNow = () => this.#flush();
-  readonly #written = (e?: Error | null) => this.#afterWrite(e);
+  readonly #unblock = () => {
+    this.#blocked = false;
+    this.#flush();
+  };
 
+  /**
+   * @param control the client's control connection
+   * @param stream the client's data socket, where the pcapng goes
+   * @param onClosed called once when the capture is over (the client went away, or its stream was ended)
+   */
   constructor(
-    readonly sock: Socket,
-    req: Request,
+    readonly control: Socket,
+    readonly stream: UnixStream,
+    req: CaptureRequest,
     readonly ifname: string,
     readonly ifindex: number,
     peers: Iterable<Peer>,
+    readonly onClosed: (c: Capture) => void,
   ) {
     this.outer = req.outer;
     this.#key = req.peer;
-    // The stream's head, then an interface per peer known now (libpcap opens a stream only once it has read
-    // the first interface; later peers get theirs when they first appear).
+    // The token's line, the stream's head, then an interface per peer known now (libpcap opens a stream only
+    // once it has read the first interface; later peers get theirs when they first appear).
+    this.#append(new TextEncoder().encode(`${req.token}\n`));
     this.#append(sectionHeader(`typetun capture of ${ifname}`));
     this.#append(interfaceDescription(ifname, `typetun ${ifname}: datagrams of no known peer`));
     for (const p of peers) if (this.wants(p)) this.#iface(p);
@@ -138,8 +179,9 @@ class Capture {
   /** Whether the filter lets a packet of `peer` (null: of no known peer) through. */
   wants(peer: Peer | null): boolean {
     const key = this.#key;
-    if (key === null || peer === this.#peer) return true;
+    if (key === null) return true;
     if (peer === null) return false;
+    if (peer === this.#peer) return true;
     const pk = peer.publicKey;
     for (let i = 0; i < 32; i++) if (pk[i] !== key[i]) return false;
     this.#peer = peer;
@@ -221,54 +263,86 @@ class Capture {
   }
 
   #commit(len: number): void {
-    this.queue.commit(len);
+    const q = this.queue;
+    q.commit(len);
     this.packets++;
-    this.#wake();
+    // A chunk's worth waiting: sent now, from the data plane's own call (send(2) does not wait), since the
+    // event loop's next turn may be far under load; the rest on that turn.
+    if (q.pending >= CHUNK_BYTES && !this.#blocked) this.#flush();
+    else this.#wake();
   }
 
-  /** Schedules a write, unless one is under way or scheduled (the data plane only ever sets a flag). */
+  /** Schedules a flush on the next turn of the event loop (the data plane only ever tests two flags). */
   #wake(): void {
-    if (this.#scheduled || this.#writing || this.#closed) return;
+    if (this.#scheduled || this.#closed || this.#blocked) return;
     this.#scheduled = true;
     setImmediate(this.#flushNow);
   }
 
+  /**
+   * Sends what the queue holds, oldest first, until the socket is full (then tries again after RETRY_MS). Once
+   * stopping and empty: the statistics, then the end.
+   */
   #flush(): void {
     this.#scheduled = false;
-    if (this.#writing || this.#closed) return;
-    const chunk = this.queue.take();
-    if (chunk !== null) {
-      this.#writing = true;
-      this.sock.write(chunk, this.#written);
-    } else if (this.#ending) {
-      this.#closed = true;
-      const end = nowMicros();
-      const dropped = this.queue.dropped;
-      this.sock.end(interfaceStatistics(0, {
+    if (this.#closed || this.#blocked) return;
+    const q = this.queue;
+    try {
+      for (;;) {
+        if (this.#chunk === null) {
+          this.#chunk = q.take();
+          this.#sent = 0;
+          if (this.#chunk === null) break;
+        }
+        const c = this.#chunk, n = this.stream.send(c, this.#sent, c.length - this.#sent);
+        if (n === 0) {
+          // Full: no more tries (each a system call) until RETRY_MS has passed.
+          this.full++;
+          this.#blocked = true;
+          this.#retry = setTimeout(this.#unblock, RETRY_MS);
+          return;
+        }
+        this.writes++;
+        this.bytes += n;
+        this.#sent += n;
+        if (this.#sent === c.length) {
+          this.#chunk = null;
+          q.release();
+        }
+      }
+    } catch {
+      // The reader is gone (EPIPE, ECONNRESET): so is the capture.
+      this.close();
+      return;
+    }
+    if (!this.#ending || q.pending > 0) return;
+    if (!this.#statsQueued) {
+      const dropped = q.dropped;
+      this.#statsQueued = this.#append(interfaceStatistics(0, {
         startMicros: this.startMicros,
-        endMicros: end,
+        endMicros: nowMicros(),
         received: this.packets + dropped,
         dropped,
       }));
+      return; // #append woke the next flush
     }
+    this.close();
   }
 
-  #afterWrite(e?: Error | null): void {
-    this.#writing = false;
-    this.queue.release();
-    if (e) this.close();
-    else this.#flush();
-  }
-
-  /** No more packets: what the queue holds is written, then the statistics, then the connection ends. */
+  /** No more packets: what the queue holds is sent, then the statistics, then both connections end. */
   finish(): void {
     this.#ending = true;
     this.#wake();
   }
 
+  /** Ends the capture now: closes the data socket and the control connection. */
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
-    this.sock.destroy();
+    clearTimeout(this.#retry);
+    this.stream.close();
+    this.control.end();
+    this.onClosed(this);
   }
 }
 
@@ -286,6 +360,8 @@ export class CaptureServer implements PacketHook, DatagramTap {
   readonly #conns = new Set<Socket>();
   /** The captures running; the packet path reads it by index. */
   #captures: Capture[] = [];
+  /** Those and the ones still sending what they held when asked to stop. */
+  readonly #live = new Set<Capture>();
   #outer = 0;
   /** The peers, for finding the one a datagram's address belongs to. */
   #peers: Peer[] = [];
@@ -343,7 +419,7 @@ export class CaptureServer implements PacketHook, DatagramTap {
   /** Stops listening, ends every capture (its statistics are not sent: the daemon is going) and removes the socket. */
   close(): void {
     this.#server.close();
-    for (const c of this.#captures) c.close();
+    for (const c of [...this.#live]) c.close();
     this.#captures = [];
     this.#install();
     for (const s of this.#conns) s.destroy();
@@ -378,44 +454,65 @@ export class CaptureServer implements PacketHook, DatagramTap {
       clearTimeout(timer);
       const req = parseCaptureRequest(line.slice(0, nl));
       if (typeof req === "string") return refuse(req);
-      if (this.#captures.length >= MAX_CAPTURES) {
+      if (this.#live.size >= MAX_CAPTURES) {
         return refuse(`${MAX_CAPTURES} captures of ${this.#ifname} are running already; stop one first`);
       }
       const peers = [...this.#loop.device.peers.values()];
       if (req.peer !== null && !peers.some((p) => sameKey(p.publicKey, req.peer!))) {
         return refuse(`${this.#ifname} has no peer ${keyToBase64(req.peer)}`);
       }
-      capture = new Capture(sock, req, this.#ifname, this.#ifindex, peers);
+      let stream: UnixStream;
+      try {
+        stream = UnixStream.connect(req.data);
+      } catch (e) {
+        return refuse(`cannot connect to the capture's data socket: ${e instanceof Error ? e.message : e}`);
+      }
+      stream.setSendBuffer(SEND_BUFFER);
+      capture = new Capture(sock, stream, req, this.#ifname, this.#ifindex, peers, (c) => this.#ended(c));
       this.#captures = [...this.#captures, capture];
+      this.#live.add(capture);
       this.#install();
+      sock.write("ok\n");
       this.#log.info(
         `Capture started${req.outer ? " (with outer datagrams)" : ""}` +
           (req.peer ? ` for peer ${keyToBase64(req.peer)}` : "") + `: ${this.#captures.length} running`,
       );
     });
-    const stop = (how: "end" | "close") => {
+    // The client half-closes to stop: the rest of the stream and the statistics follow. A client that goes
+    // away ends its capture at once.
+    sock.on("end", () => {
       clearTimeout(timer);
-      if (capture === null) {
-        if (how === "end") sock.end();
-        return;
-      }
-      const c = capture;
-      capture = null;
-      if (!this.#captures.includes(c)) return;
-      this.#captures = this.#captures.filter((x) => x !== c);
-      this.#install();
-      const lost = c.queue.dropped;
-      this.#log.info(`Capture ended: ${c.packets} packets, ${lost} dropped (a slow reader)`);
-      if (how === "end") c.finish();
-      else c.close();
-    };
-    // The client half-closes to stop: it still reads the rest and the statistics.
-    sock.on("end", () => stop("end"));
+      if (capture !== null) this.#stop(capture);
+      else sock.end();
+    });
     sock.on("close", () => {
+      clearTimeout(timer);
       this.#conns.delete(sock);
-      stop("close");
+      capture?.close();
     });
     sock.on("error", () => sock.destroy());
+  }
+
+  /** A capture asked to stop: it takes no more packets and sends what it holds. */
+  #stop(c: Capture): void {
+    this.#remove(c);
+    c.finish();
+  }
+
+  /** A capture is over. */
+  #ended(c: Capture): void {
+    this.#remove(c);
+    this.#live.delete(c);
+    this.#log.info(
+      `Capture ended: ${c.packets} packets, ${c.queue.dropped} dropped (read too slowly); ` +
+        `${c.bytes} bytes in ${c.writes} sends, the socket full ${c.full} times`,
+    );
+  }
+
+  #remove(c: Capture): void {
+    if (!this.#captures.includes(c)) return;
+    this.#captures = this.#captures.filter((x) => x !== c);
+    this.#install();
   }
 
   /** Puts the hook and the tap in place while captures want them, and takes them away when none does. */

@@ -14,9 +14,9 @@ import { csumFold, csumPartial, ipSendCheck, pseudoHeaderSum4, pseudoHeaderSum6 
 
 /**
  * A bounded queue of byte records kept in `chunkCount` preallocated chunks of `chunkBytes` each, used as a
- * ring: records are appended to the chunk being filled; the reader takes the oldest chunk holding data (a full
- * one, or the one being filled, which then stops taking records) and releases it once written. No record
- * spans two chunks, and nothing is allocated per record.
+ * ring: records are appended to the chunk being filled; the reader takes chunks oldest first (full ones, then
+ * the one being filled, which then stops taking records), several at a time if it likes, and releases them in
+ * the same order once written. No record spans two chunks, and nothing is allocated per record.
  */
 export class CaptureQueue {
   readonly chunkBytes: number;
@@ -24,9 +24,12 @@ export class CaptureQueue {
   readonly #used: Int32Array;
   /** The chunk records go to. */
   #fill = 0;
-  /** The oldest chunk not yet released: the next to take, or the one taken. */
+  /** The oldest chunk not yet released (taken or not). */
   #read = 0;
-  #taken = false;
+  /** How many chunks from #read on are taken and not released. */
+  #taken = 0;
+  /** Bytes committed and not yet taken. */
+  #pending = 0;
   /** Records appended. */
   records = 0;
   /** Records refused for want of room. */
@@ -53,7 +56,8 @@ export class CaptureQueue {
     const used = this.#used[this.#fill]!;
     if (used + len <= this.chunkBytes) return used;
     const next = (this.#fill + 1) % this.#chunks.length;
-    // The next chunk is still waiting to be written (or being written): every chunk holds data.
+    // The chunks after the one being filled are empty up to the oldest one holding data: when that is the
+    // next, every chunk holds data (waiting, or being written).
     if (next === this.#read || len > this.chunkBytes) {
       this.dropped++;
       return -1;
@@ -65,35 +69,43 @@ export class CaptureQueue {
   /** The record of `len` bytes written at the place {@link reserve} gave is in. */
   commit(len: number): void {
     this.#used[this.#fill]! += len;
+    this.#pending += len;
     this.records++;
   }
 
   /** Bytes waiting to be taken. */
   get pending(): number {
-    let n = 0;
-    for (let i = 0; i < this.#used.length; i++) n += this.#used[i]!;
-    return this.#taken ? n - this.#used[this.#read]! : n;
+    return this.#pending;
+  }
+
+  /** Chunks taken and not yet released. */
+  get taken(): number {
+    return this.#taken;
   }
 
   /**
-   * The oldest bytes not yet taken, or null if there are none or a chunk is taken and not released. They stay
-   * untouched until {@link release}.
+   * The oldest bytes not yet taken, or null if there are none (or only the chunk being filled, when every
+   * other chunk is taken). They stay untouched until released.
    */
   take(): Uint8Array | null {
-    if (this.#taken) return null;
-    const used = this.#used[this.#read]!;
-    if (used === 0) return null;
-    this.#taken = true;
-    // The chunk being filled is taken as it is: records go on in the next one (empty, as every chunk after
-    // the fill chunk up to the read chunk is).
-    if (this.#read === this.#fill) this.#fill = (this.#fill + 1) % this.#chunks.length;
-    return this.#chunks[this.#read]!.subarray(0, used);
+    const n = this.#chunks.length, at = (this.#read + this.#taken) % n;
+    const used = this.#used[at]!;
+    if (used === 0 || this.#taken === n) return null;
+    if (at === this.#fill) {
+      // The chunk being filled is taken as it is, and records go on in the next one, which must be free.
+      const next = (at + 1) % n;
+      if (next === this.#read) return null;
+      this.#fill = next;
+    }
+    this.#taken++;
+    this.#pending -= used;
+    return this.#chunks[at]!.subarray(0, used);
   }
 
-  /** The bytes {@link take} gave are written: their chunk takes records again. */
+  /** The oldest bytes {@link take} gave are written: their chunk takes records again. */
   release(): void {
-    if (!this.#taken) return;
-    this.#taken = false;
+    if (this.#taken === 0) return;
+    this.#taken--;
     this.#used[this.#read] = 0;
     this.#read = (this.#read + 1) % this.#chunks.length;
   }

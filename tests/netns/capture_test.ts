@@ -8,8 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
-import { connect, type Socket } from "node:net";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import process from "node:process";
 import { keyFromBase64 } from "../../lib/encoding.ts";
 import {
@@ -128,6 +128,26 @@ function pingStats(ns: string, n: number): { received: number; maxMs: number } {
   const received = Number(/(\d+) received/.exec(out)?.[1] ?? 0);
   const max = /= [\d.]+\/[\d.]+\/([\d.]+)\//.exec(out);
   return { received, maxMs: max ? Number(max[1]) : Infinity };
+}
+
+/**
+ * A capture client that never reads: it asks for a capture (control connection) and accepts the daemon's data
+ * connection, and reads neither. Returns what to close.
+ */
+async function rawCapture(ifname: string, options: string, dir: string): Promise<[Server, Socket, Socket]> {
+  const path = `${dir}/raw${tag()}.sock`;
+  const accepted: Socket[] = [];
+  const server = createServer({ pauseOnConnect: true }, (c) => {
+    c.on("error", () => {});
+    accepted.push(c);
+  });
+  await new Promise<void>((r) => server.listen(path, () => r()));
+  const control = connect(`/var/run/wireguard/${ifname}.capture`);
+  control.on("error", () => {});
+  control.write(`capture${options} data=${path} token=${"ab".repeat(16)}\n`);
+  for (let i = 0; i < 100 && accepted.length === 0; i++) await sleep(50);
+  assert.equal(accepted.length, 1, "the daemon connects to the data socket");
+  return [server, control, accepted[0]!];
 }
 
 labTest(
@@ -263,20 +283,15 @@ labTest(
   async (lab) => {
     const { ns1, ns2, wg1, d1 } = await pair(lab);
     const file = `/tmp/typetun-capture-${tag()}.pcapng`;
-    const raws: Socket[] = [];
+    const dir = mkdtempSync("/tmp/typetun-capture-test-");
+    const raws: (Socket | Server)[] = [];
     try {
       const before = iperf(ns1, ns2, 3);
       // A client that is stopped (SIGSTOP) and three raw clients that never read: every capture slot is taken.
       const stopped = startCapture(lab, [wg1, "-w", file]);
       await started(lab, d1, 1);
       sh(`kill -STOP ${stopped.child.pid}`);
-      for (let i = 0; i < 3; i++) {
-        const s = connect(`/var/run/wireguard/${wg1}.capture`);
-        s.on("error", () => {});
-        s.write(i === 0 ? "capture outer\n" : "capture\n");
-        s.pause();
-        raws.push(s);
-      }
+      for (let i = 0; i < 3; i++) raws.push(...await rawCapture(wg1, i === 0 ? " outer" : "", dir));
       await started(lab, d1, 4);
       // A fifth is refused, saying why.
       const fifth = startCapture(lab, [wg1, "-w", `${file}.5`]);
@@ -317,7 +332,7 @@ labTest(
       assert.match(tcpdump(file, "-c 1"), /ethertype IPv4/);
 
       // Disconnecting ends a capture: the slots free up.
-      for (const s of raws) s.destroy();
+      for (const s of raws) if ("destroy" in s) s.destroy();
       for (let i = 0; i < 100 && (lab.logs.get(d1)!.match(/Capture ended/g) ?? []).length < 4; i++) {
         await sleep(50);
       }
@@ -328,8 +343,11 @@ labTest(
       assert.equal(await waitExit(d1, 15_000), 0);
       assert.ok(!existsSync(`/var/run/wireguard/${wg1}.capture`));
     } finally {
-      for (const s of raws) s.destroy();
-      for (const f of [file, `${file}.5`]) rmSync(f, { force: true });
+      for (const s of raws) {
+        if ("destroy" in s) s.destroy();
+        else s.close();
+      }
+      for (const f of [file, `${file}.5`, dir]) rmSync(f, { force: true, recursive: true });
     }
   },
 );

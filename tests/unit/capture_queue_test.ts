@@ -46,10 +46,33 @@ Deno.test("CaptureQueue is bounded: when every chunk holds data, records are dro
   const c = q.take()!;
   assert.equal(c.length, 100);
   assert.equal(put(q, 50, 99), false);
-  assert.equal(q.take(), null, "one chunk at a time");
   q.release();
   assert.ok(put(q, 50, 100));
   assert.deepEqual(drain(q, 50), [2, 3, 4, 5, 100]);
+});
+
+Deno.test("CaptureQueue: several chunks can be taken at once and are released oldest first", () => {
+  const q = new CaptureQueue(4, 100);
+  for (let i = 0; i < 7; i++) assert.ok(put(q, 40, i)); // chunks: [0 1] [2 3] [4 5] [6]
+  const a = q.take()!, b = q.take()!, c = q.take()!;
+  assert.deepEqual([a[0], b[0], c[0]], [0, 2, 4]);
+  assert.equal(q.taken, 3);
+  // The chunk being filled cannot be taken while it is the only free one: records still need a place.
+  assert.equal(q.take(), null);
+  assert.equal(q.pending, 40);
+  assert.ok(put(q, 40, 7));
+  assert.equal(put(q, 40, 8), false, "full: three chunks being written, one being filled");
+  q.release(); // a, the oldest
+  assert.equal(a[0], 0, "released bytes are untouched until new records come");
+  const d = q.take()!; // the fill chunk [6 7], records move on to the released one
+  assert.deepEqual([d[0], d[40]], [6, 7]);
+  assert.ok(put(q, 40, 9));
+  q.release();
+  q.release();
+  q.release();
+  assert.equal(q.taken, 0);
+  assert.deepEqual(drain(q, 40), [9]);
+  assert.equal(q.dropped, 1);
 });
 
 Deno.test("CaptureQueue: a partly filled chunk can be taken; records go on in the next one meanwhile", () => {
