@@ -175,7 +175,7 @@ function stream(
     const scanner = new PcapngScanner();
     const sock = connect(path);
     let stream: Socket | null = null;
-    let reply = "", started = false, stopping = false, failed = false, finished = false;
+    let reply = "", started = false, stopping = false, failed = false, finished = false, readerGone = false;
     let stopTimer: ReturnType<typeof setTimeout> | undefined;
 
     /** Asks the daemon to stop; the rest of the stream and its statistics follow. */
@@ -219,12 +219,12 @@ function stream(
 
     // The reader closed its end (tcpdump -c N exited): stop as if interrupted.
     out.on("error", () => {
-      failed = true;
+      readerGone = true;
       stop();
     });
 
     const pass = (chunk: Uint8Array) => {
-      if (failed) return;
+      if (failed || readerGone) return;
       try {
         scanner.push(chunk);
       } catch (e) {
@@ -288,7 +288,10 @@ function stream(
         return finish(1);
       }
       // The daemon went away, or ended the capture: the data stream ends by itself (or never began).
-      if (!started) finish(1);
+      if (!started) {
+        if (!failed) process.stderr.write(`typetun capture: ${path}: the daemon closed the connection\n`);
+        finish(1);
+      }
     });
   });
 }

@@ -260,12 +260,29 @@ labTest(
         `  TCP ${size} B: ${got} packets captured, ${lost} dropped, ${bytes} data bytes seen by tcpdump`,
       );
 
+      // A reader that stops after N packets (tcpdump -c 2) ends the capture, which exits 0 at its next write.
+      const short = spawn("bash", [
+        "-c",
+        `${
+          cli.join(" ")
+        } capture ${wg1} | tcpdump -c 2 -n -r - 'icmp'; echo "capture exited \${PIPESTATUS[0]}" >&2`,
+      ], { stdio: ["ignore", "pipe", "pipe"] });
+      lab.children.push(short);
+      let shortOut = "", shortErr = "";
+      short.stdout!.on("data", (d) => (shortOut += d.toString()));
+      short.stderr!.on("data", (d) => (shortErr += d.toString()));
+      await started(lab, d1, 4);
+      inNs(ns1, "ping -c 4 -i 0.3 -W 5 10.244.0.2");
+      assert.notEqual(await waitExit(short, 15_000), null, shortErr);
+      assert.equal(shortOut.trim().split("\n").length, 2, shortOut);
+      assert.match(shortErr, /capture exited 0/);
+
       // --peer: an unknown key is refused clearly; the capture of the one peer holds only its packets.
       const bad = startCapture(lab, [wg1, "--peer", wgKeys().pub, "-w", `${file}.x`]);
       assert.equal(await waitExit(bad.child, 15_000), 1);
       assert.match(bad.stderr(), new RegExp(`${wg1} has no peer `));
       const p = startCapture(lab, [wg1, "--peer", k2.pub, "-w", `${file}.peer`]);
-      await started(lab, d1, 4);
+      await started(lab, d1, 5);
       inNs(ns1, "ping -c 2 -i 0.2 -W 5 10.244.0.2");
       assert.equal((await interrupt(p)).code, 0);
       assert.equal(tcpdump(`${file}.peer`, "icmp").trim().split("\n").length, 4);
