@@ -223,6 +223,18 @@ export function compileC<T extends Record<string, SymbolSpec>>(source: string, s
 }
 
 /**
+ * A C function pointer that calls `fn(a, b)` (two `int`s, no result) on this thread's event loop, from any
+ * thread (bun:ffi's threadsafe JSCallback), for C code of {@link compileC} that runs a thread of its own.
+ * Bun only. It is never freed: C may hold it for the life of the process.
+ * @returns its address, for a `usize` argument
+ */
+export function threadsafeCallback(fn: (a: number, b: number) => void): number {
+  if (runtimeName !== "bun") throw new Error(`${runtimeName}: no threadsafe callbacks (Bun only)`);
+  const cb = new bunFfi.JSCallback(fn, { args: ["i32", "i32"], returns: "void", threadsafe: true });
+  return cb.ptr as number;
+}
+
+/**
  * The address of a buffer's first byte, to store in structures that hold pointers (iovec, msghdr).
  * The buffer must stay referenced for as long as the address is used; allocate it with {@link pinned} so the
  * engine never moves it.

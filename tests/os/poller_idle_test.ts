@@ -1,9 +1,12 @@
 /**
- * cmd/poller.ts's idle wait: however it waits (Deno: blocking slices with timer turns between them; Bun: the
- * same in ffi/poll.ts), the event loop keeps running meanwhile (the UAPI socket, signals and timers are served
+ * cmd/poller.ts's idle wait: however it waits (Deno: blocking slices with timer turns between them, Deno's
+ * asynchronous poll once quiet; Bun: the same slices, a poll on a thread of its own once quiet, checked by
+ * poller_bun_smoke.ts), the event loop keeps running meanwhile (the UAPI socket, signals and timers are served
  * while the daemon idles), a wake ends the wait at once, and a quiet wait lasts its timeout.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import process from "node:process";
 import { Poller } from "../../cmd/poller.ts";
@@ -70,5 +73,19 @@ Deno.test({
     } finally {
       poller.close();
     }
+  },
+});
+
+const bun = new URL("../../node_modules/.bin/bun", import.meta.url).pathname;
+
+Deno.test({
+  name:
+    "poller under Bun: a quiet wait runs on a thread of its own (a few ms of CPU a second), woken at once",
+  ignore: !existsSync(bun),
+  fn: () => {
+    const smoke = new URL("./poller_bun_smoke.ts", import.meta.url).pathname;
+    const r = spawnSync(bun, ["run", smoke], { encoding: "utf8", timeout: 60_000 });
+    assert.equal(r.status, 0, `stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+    assert.match(r.stdout, /poller bun smoke ok/);
   },
 });
