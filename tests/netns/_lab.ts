@@ -108,8 +108,11 @@ export class Lab {
       if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
     }
     for (const n of this.namespaces) spawnSync("ip", ["netns", "del", n], { stdio: "ignore" });
-    // A daemon killed outright leaves its socket behind.
-    for (const s of this.sockets) rmSync(s, { force: true });
+    // A daemon killed outright leaves its sockets behind: the UAPI's and, beside it, capture's (IF.capture).
+    for (const s of this.sockets) {
+      rmSync(s, { force: true });
+      if (s.endsWith(".sock")) rmSync(s.slice(0, -".sock".length) + ".capture", { force: true });
+    }
   }
 }
 
