@@ -391,6 +391,7 @@ export async function serve(
       offload: tun.offload,
       mtu: DEFAULT_MTU,
       cancelled: () => loop.stopped !== null,
+      pending: () => poller.pending(),
     }).then(
       (r) =>
         log.debug(`Warmed the packet path: ${r.delivered[0]} packets each way, ${r.busyMs.toFixed(0)} ms`),

@@ -76,6 +76,14 @@ export class Poller implements Waker {
     return this.#set.readable(slot);
   }
 
+  /**
+   * Whether a descriptor is readable right now (a poll that does not wait). It refreshes what
+   * {@link readable} reports, which the loop's next wait refreshes again anyway.
+   */
+  pending(): boolean {
+    return this.#set.poll(0) > 0;
+  }
+
   wake(): void {
     this.#eventfd.wake();
   }

@@ -54,6 +54,12 @@ export interface WarmupOptions {
   budgetMs?: number;
   /** Stops warming at the next slice when it returns true (e.g. the daemon is shutting down). */
   cancelled?: () => boolean;
+  /**
+   * Whether the daemon has work of its own waiting (a packet on its TUN or socket, a wake-up): checked between
+   * the pair's rounds, it ends the slice at once, so a real packet that comes during the warm-up waits for one
+   * round of the pair (tens of µs), not for the rest of a slice (up to {@link WarmupOptions.sliceMs}).
+   */
+  pending?: () => boolean;
 }
 
 export interface WarmupResult {
@@ -262,7 +268,9 @@ export async function warmUp(opts: WarmupOptions): Promise<WarmupResult> {
           if (!b.loop.round() && !moved) break;
         }
         now = performance.now();
-      } while (now - start < sliceMs && (b.file.written < want || a.file.written < want));
+      } while (
+        now - start < sliceMs && (b.file.written < want || a.file.written < want) && !opts.pending?.()
+      );
       busyMs += now - start;
       slices++;
       // A timer, not setImmediate: Bun and Deno run immediates before they look at sockets, so a chain of them

@@ -99,3 +99,15 @@ Deno.test("warmUp where loopback is down (a fresh network namespace) moves the p
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /delivered 500 500/);
 });
+
+Deno.test("warmUp ends a slice at once when the daemon has work of its own pending", async () => {
+  const long = { ...base, vnetHdr: false, offload: false, packets: 2000, sliceMs: 10_000 };
+  const alone = await warmUp(long);
+  assert.deepEqual(alone.delivered, [2000, 2000]);
+  assert.equal(alone.slices, 1, "one long slice when nothing else waits");
+  let asked = 0;
+  const busy = await warmUp({ ...long, pending: () => ++asked > 0 });
+  assert.deepEqual(busy.delivered, [2000, 2000], "it still finishes, a round of the pair per slice");
+  assert.ok(busy.slices > 20, `${busy.slices} slices`);
+  assert.ok(asked >= busy.slices - 1, `asked ${asked} times in ${busy.slices} slices`);
+});
