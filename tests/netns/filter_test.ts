@@ -92,9 +92,12 @@ function connections(ns: string, ifname: string) {
 const withPair = (name: string, fn: (lab: Lab, p: ReturnType<typeof pair>) => Promise<void>) =>
   labTest(name, skip, async (lab) => {
     const dir = mkdtempSync("/tmp/typetun-filter-");
+    const t = tag();
     try {
-      await fn(lab, pair(lab, dir, tag()));
+      await fn(lab, pair(lab, dir, t));
     } finally {
+      // `up` leaves its daemons in the background, outside the lab's children: take them down by name.
+      for (const side of ["a", "b"]) typetun(`p${side}${t}`, `down ${dir}/p${side}${t}.conf`);
       rmSync(dir, { recursive: true, force: true });
     }
   });
