@@ -114,8 +114,8 @@ function viewAt(buf: Uint8Array, off: number): Uint8Array {
 
 const NO_AD = new Uint8Array(0);
 
-/** Refuses anything that would let C read or write outside the caller's buffers. */
-function checkArgs(
+/** Refuses anything that would let C read or write outside the caller's buffers (also for ffi/aead_cc.ts). */
+export function checkArgs(
   key: Uint8Array,
   nonce: Uint8Array,
   buf: Uint8Array,

@@ -15,13 +15,7 @@
  * (libcrypto.so) nor headers need be installed, only the library ffi/aead.ts loads too.
  * @module
  */
-import {
-  type ChaCha20Poly1305,
-  CHACHA20POLY1305_KEY_LEN,
-  CHACHA20POLY1305_NONCE_LEN,
-  CHACHA20POLY1305_TAG_LEN,
-  LIBCRYPTO,
-} from "./aead.ts";
+import { type ChaCha20Poly1305, checkArgs, LIBCRYPTO } from "./aead.ts";
 import { canCompileC, compileC } from "./runtime.ts";
 
 /**
@@ -189,35 +183,6 @@ const SYMBOLS = {
 } as const;
 
 const NO_AD = new Uint8Array(1); // never read: its length passed is 0
-
-/** Same checks as ffi/aead.ts: C must not read or write outside the caller's buffers. */
-function checkArgs(
-  key: Uint8Array,
-  nonce: Uint8Array,
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  tag: Uint8Array,
-  tagOff: number,
-): void {
-  if (key.length !== CHACHA20POLY1305_KEY_LEN) {
-    throw new RangeError(
-      `ChaCha20-Poly1305 key must be ${CHACHA20POLY1305_KEY_LEN} bytes, got ${key.length}`,
-    );
-  }
-  if (nonce.length !== CHACHA20POLY1305_NONCE_LEN) {
-    throw new RangeError(
-      `ChaCha20-Poly1305 nonce must be ${CHACHA20POLY1305_NONCE_LEN} bytes, got ${nonce.length}`,
-    );
-  }
-  // `x >>> 0 === x` holds exactly for 0 … 2^32-1; i32 arguments need below 2^31, which any buffer is.
-  if (off >>> 0 !== off || len >>> 0 !== len || off + len > buf.length) {
-    throw new RangeError(`data [${off}, ${off}+${len}) is outside a buffer of ${buf.length} bytes`);
-  }
-  if (tagOff >>> 0 !== tagOff || tagOff + CHACHA20POLY1305_TAG_LEN > tag.length) {
-    throw new RangeError(`tag at ${tagOff} does not fit a buffer of ${tag.length} bytes`);
-  }
-}
 
 /**
  * Compiles the helper and loads libcrypto into it.
