@@ -81,9 +81,14 @@ Deno.test("binary: genkey, genpsk and pubkey agree with wg byte for byte; bad in
     assert.equal(r.stdout, "");
     assert.match(r.stderr, /not the correct length or format/);
   }
-  const usage = run([]);
-  assert.notEqual(usage.status, 0);
-  assert.match(usage.stderr, /Usage: typetun/);
+  // With no arguments it is `show`, as `wg` alone is (issue 17); the usage is `help`'s.
+  const bare = run([]), show = run(["show"]);
+  assert.equal(bare.status, show.status, bare.stderr);
+  assert.equal(bare.stderr, show.stderr);
+  assert.doesNotMatch(bare.stderr, /Usage: typetun/);
+  const usage = run(["help"]);
+  assert.equal(usage.status, 0);
+  assert.match(usage.stdout, /Usage: typetun/);
 });
 
 Deno.test("binary: selfCommand starts a compiled binary as itself, a script through its runtime", () => {
