@@ -18,7 +18,7 @@ import {
   parseConnections,
 } from "../lib/connstats.ts";
 import type { Device } from "../lib/device.ts";
-import { keyToBase64 } from "../lib/encoding.ts";
+import { keyToBase64, keyToHex } from "../lib/encoding.ts";
 import { formatRules, PacketFilter } from "../lib/filter.ts";
 import { CONNECTIONS_REQUEST_TEXT, type DeviceUpdate } from "../lib/uapi.ts";
 import { InterfaceError, uapiRequest } from "./uapi_client.ts";
@@ -120,6 +120,20 @@ export async function fetchConnections(ifname: string): Promise<ConnectionsReply
   // wireguard-go and boringtun close the connection on an operation they do not know.
   if (reply === "") throw new Error(`${ifname} does not report connections (it is not served by typetun)`);
   return parseConnections(reply);
+}
+
+/**
+ * The peers (hex keys) the daemon of `ifname` filters, for syncconf and reload: a get does not show typetun's
+ * filters, so without this a filter the file dropped from every peer would stay (lib/setconf.ts syncUpdate).
+ * A daemon that is not typetun's (wireguard-go closes the connection on `get=connections`, and logs "invalid
+ * UAPI operation") has no filters: the empty set, so syncconf goes on as wg's.
+ */
+export async function runningFilters(ifname: string): Promise<Set<string>> {
+  try {
+    return new Set((await fetchConnections(ifname)).filters.map((f) => keyToHex(f.publicKey)));
+  } catch {
+    return new Set();
+  }
 }
 
 /** The text of `typetun show IF connections`. */

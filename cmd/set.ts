@@ -24,6 +24,7 @@ import { type AllowedIpChange, isIncremental } from "../lib/allowedips.ts";
 import { type DeviceUpdate, type PeerUpdate } from "../lib/uapi.ts";
 import { keyFromBase64 } from "../lib/encoding.ts";
 import { systemErrorText, uapiGet, uapiSet } from "./uapi_client.ts";
+import { runningFilters } from "./connections.ts";
 
 const SET_USAGE =
   `Usage: typetun set <interface> [listen-port <port>] [fwmark <mark>] [private-key <file path>] [peer <base64 public key> [remove] [preshared-key <file path>] [endpoint <ip>:<port>] [persistent-keepalive <interval seconds>] [allowed-ips [+|-]<ip1>/<cidr1>[,[+|-]<ip2>/<cidr2>]...] ]...
@@ -331,7 +332,7 @@ export async function setconfMain(cmd: "setconf" | "addconf" | "syncconf", args:
   }
   if (cmd === "syncconf" && update.peers.length > 0) {
     try {
-      update = syncUpdate(update, await uapiGet(ifname));
+      update = syncUpdate(update, await uapiGet(ifname), await runningFilters(ifname));
     } catch (e) {
       process.stderr.write(`Unable to retrieve current interface configuration: ${(e as Error).message}\n`);
       return 1;

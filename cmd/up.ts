@@ -53,6 +53,7 @@ import { becomeUser, lookupUser, type RunAs } from "./privilege.ts";
 import { metricsAddressFromEnv, parseMetricsAddress } from "./metrics.ts";
 import { resolveEndpoint } from "./set.ts";
 import { uapiGet, uapiSet } from "./uapi_client.ts";
+import { runningFilters } from "./connections.ts";
 import { checkHops, type HopSpec, innerFamilies, multihopMtu, readHops, viaToEnv } from "./multihop.ts";
 
 /** wg-quick's first table and fwmark for the default-route case (0xca6c). */
@@ -417,7 +418,12 @@ export async function upMain(args: string[]): Promise<number> {
  * new random port would make every peer find us again. What only wg-quick applies (addresses, routes, DNS, MTU,
  * hooks) is not redone: a reload that changes it says so. A bad file changes nothing and is reported.
  */
-async function reload(ifname: string, source: string, load: () => WgConfig, first: WgConfig): Promise<void> {
+export async function reload(
+  ifname: string,
+  source: string,
+  load: () => WgConfig,
+  first: WgConfig,
+): Promise<void> {
   try {
     const cfg = load();
     const endpoints = await resolveEndpoints(cfg);
@@ -425,7 +431,7 @@ async function reload(ifname: string, source: string, load: () => WgConfig, firs
     if (cfg.listenPort === undefined) delete update.listenPort;
     if (cfg.fwmark === undefined) delete update.fwmark;
     step(`typetun syncconf ${ifname} ${source}`);
-    await uapiSet(ifname, syncUpdate(update, await uapiGet(ifname)));
+    await uapiSet(ifname, syncUpdate(update, await uapiGet(ifname), await runningFilters(ifname)));
     const quick = (c: WgConfig) =>
       JSON.stringify([
         stripToQuick(c),
