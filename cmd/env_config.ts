@@ -8,7 +8,8 @@
  *   WG_LISTEN_PORT, WG_FWMARK, WG_ADDRESS, WG_DNS, WG_MTU, WG_TABLE;
  *   for each peer N (any decimal number; peers are taken in numeric order): WG_PEER_<N>_PUBLIC_KEY (required),
  *   WG_PEER_<N>_PRESHARED_KEY or WG_PEER_<N>_PRESHARED_KEY_FILE, WG_PEER_<N>_ENDPOINT,
- *   WG_PEER_<N>_ALLOWED_IPS, WG_PEER_<N>_PERSISTENT_KEEPALIVE.
+ *   WG_PEER_<N>_ALLOWED_IPS, WG_PEER_<N>_PERSISTENT_KEEPALIVE, WG_PEER_<N>_ALLOW_INBOUND,
+ *   WG_PEER_<N>_ALLOW_OUTBOUND.
  *
  * There are no hook variables: a container image has no shell to run them. Errors name the variable.
  * @module
@@ -39,6 +40,9 @@ export const ENV_PEER: Readonly<Record<string, string>> = {
   ENDPOINT: "Endpoint",
   ALLOWED_IPS: "AllowedIPs",
   PERSISTENT_KEEPALIVE: "PersistentKeepalive",
+  // typetun's per-peer filters (lib/filter.ts): a container without iptables or nft can still filter.
+  ALLOW_INBOUND: "AllowInbound",
+  ALLOW_OUTBOUND: "AllowOutbound",
 };
 
 /** Other programs' WG_ variables (wg, wg-quick, wireguard-go): no typo of ours. */

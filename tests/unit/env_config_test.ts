@@ -94,3 +94,40 @@ Deno.test("env: key files, errors naming the variable", () => {
     "WG_ADRESS is not a typetun variable: ignored",
   ]);
 });
+
+Deno.test("env: WG_PEER_<N>_ALLOW_INBOUND and _ALLOW_OUTBOUND are the peer's filters, as in a file", () => {
+  const { config, warnings } = configFromEnv({
+    WG_PRIVATE_KEY: K(1),
+    WG_PEER_1_PUBLIC_KEY: K(2),
+    WG_PEER_1_ALLOWED_IPS: "10.0.0.2/32",
+    WG_PEER_1_ALLOW_INBOUND: "tcp/22, icmp",
+    WG_PEER_1_ALLOW_OUTBOUND: "udp/53, tcp/443@10.1.0.0/16",
+    WG_PEER_2_PUBLIC_KEY: K(3),
+    WG_PEER_2_ALLOW_OUTBOUND: "none",
+  });
+  assert.deepEqual(warnings, []);
+  const conf = parseConf(`[Interface]
+PrivateKey = ${K(1)}
+[Peer]
+PublicKey = ${K(2)}
+AllowedIPs = 10.0.0.2/32
+AllowInbound = tcp/22, icmp
+AllowOutbound = udp/53, tcp/443@10.1.0.0/16
+[Peer]
+PublicKey = ${K(3)}
+AllowOutbound = none
+`);
+  assert.ok(sameConfig(config, conf));
+  assert.notEqual(config.peers[0]!.allowInbound, undefined);
+  assert.equal(config.peers[1]!.allowInbound, undefined);
+  // A bad rule names the variable.
+  assert.throws(
+    () =>
+      configFromEnv({
+        WG_PRIVATE_KEY: K(1),
+        WG_PEER_1_PUBLIC_KEY: K(2),
+        WG_PEER_1_ALLOW_INBOUND: "tcp/99999",
+      }),
+    (e: Error) => e instanceof ConfigError && e.message.startsWith("WG_PEER_1_ALLOW_INBOUND: "),
+  );
+});
