@@ -292,7 +292,8 @@ function setOffloads(fd: number, uso: boolean): { offload: boolean; uso: boolean
  * supervisor hands it in): the interface is not opened by name. The name and flags come from `TUNGETIFF`; the
  * descriptor is made non-blocking and close-on-exec. It must be `IFF_TUN | IFF_NO_PI` (bare IP packets); if it
  * was attached with `IFF_VNET_HDR`, packets carry the header and `TUNSETOFFLOAD` is asked for when
- * `options.vnetHdr` (offloads wanted) is set, as wireguard-go's CreateTUNFromFile does.
+ * `options.vnetHdr` (offloads wanted) is set, as wireguard-go's CreateTUNFromFile does: TSO and USO, as
+ * {@link openTun} asks (USO unless `options.uso` is false, and again without it on a kernel before 6.2).
  * @throws SysError when `fd` is not an open TUN descriptor, Error when it is a TAP or carries packet info
  */
 export function adoptTun(fd: number, options: TunOptions = {}): Tun {
@@ -314,9 +315,11 @@ export function adoptTun(fd: number, options: TunOptions = {}): Tun {
     throw new SysError(`fcntl(fd ${fd})`, errno());
   }
   const vnetHdr = (flags & IFF_VNET_HDR) !== 0;
-  const offload = vnetHdr && options.vnetHdr === true &&
-    vio.symbols.ioctlValue(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) === 0;
-  return new Tun(fd, name, vnetHdr, offload);
+  // The same request as openTun's: USO too, unless refused (before Linux 6.2) or not wanted.
+  const { offload, uso } = vnetHdr && options.vnetHdr === true
+    ? setOffloads(fd, options.uso !== false)
+    : { offload: false, uso: false };
+  return new Tun(fd, name, vnetHdr, offload, uso);
 }
 
 // One datagram socket serves every interface ioctl; it is opened on first use and kept.
