@@ -348,7 +348,7 @@ export async function serve(
     }, () => poller.wake());
   }
   if (metrics) {
-    metrics.source = daemonMetricsSource(tun.name, loop, tun, udp, scale, connections);
+    metrics.source = daemonMetricsSource(tun.name, loop, tun, udp, scale, connections, multihop);
     log.info(`Metrics on http://${process.env.TYPETUN_METRICS}/metrics and /healthz`);
   }
   // `typetun capture` (cmd/capture_server.ts), beside the UAPI socket; without it the daemon still runs.

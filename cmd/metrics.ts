@@ -15,7 +15,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import process from "node:process";
 import { DEFAULT_MAX_HANDSHAKE_AGE, handshakeHealth, type HealthVerdict } from "../lib/health.ts";
 import { parseAddress, splitHostPort } from "../lib/ip.ts";
-import { formatMetrics, type OffloadState, snapshotDevice } from "../lib/metrics.ts";
+import {
+  formatHopMetrics,
+  formatMetrics,
+  type HopSnapshot,
+  type OffloadState,
+  snapshotDevice,
+} from "../lib/metrics.ts";
 import type { Tun } from "../ffi/tun.ts";
 import type { DataPlane } from "./dataplane.ts";
 import type { UdpTransport } from "./udp_transport.ts";
@@ -59,7 +65,10 @@ export interface MetricsSource {
   health(maxAgeMs?: number): HealthVerdict;
 }
 
-/** The figures of a running daemon: its loop's device and the offloads of its TUN and UDP sockets. */
+/**
+ * The figures of a running daemon: its loop's device and the offloads of its TUN and UDP sockets, its busiest
+ * connections, and its hops when it has some (cmd/multihop.ts Multihop.snapshots).
+ */
 export function daemonMetricsSource(
   ifname: string,
   loop: DataPlane,
@@ -67,6 +76,7 @@ export function daemonMetricsSource(
   udp: UdpTransport,
   timeScale: number,
   connections: Connections | null = null,
+  hops: { snapshots(): HopSnapshot[] } | null = null,
 ): MetricsSource {
   const offloads = (): OffloadState[] => {
     const out: OffloadState[] = [
@@ -87,7 +97,7 @@ export function daemonMetricsSource(
     metrics() {
       loop.clock.tick(); // the loop may be idle: "under load" compares with the time now
       return formatMetrics(snapshotDevice(loop.device, ifname, offloads())) +
-        (connections?.metrics(ifname) ?? "");
+        (connections?.metrics(ifname) ?? "") + (hops ? formatHopMetrics(ifname, hops.snapshots()) : "");
     },
     health(maxAgeMs = DEFAULT_MAX_HANDSHAKE_AGE / timeScale) {
       return handshakeHealth(loop.device.info().peers, loop.clock.wall(), maxAgeMs);

@@ -20,7 +20,8 @@ import { readdirSync, unlinkSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import process from "node:process";
 import type { Source } from "../lib/cookie.ts";
-import { type Clock, type DatagramSink, Device, Verdict } from "../lib/device.ts";
+import { type Clock, type DatagramSink, Device, DROP_REASONS, Verdict } from "../lib/device.ts";
+import { dropReasonName, type HopSnapshot } from "../lib/metrics.ts";
 import type { Rng, TransportAead, X25519 } from "../lib/crypto.ts";
 import { AllowedIps } from "../lib/allowedips.ts";
 import { type EndpointSpec, formatCidrLikeWg, formatEndpointSpec, type WgConfig } from "../lib/config.ts";
@@ -373,6 +374,29 @@ export function innerFamilies(hops: HopSpec[], inner?: HopSpec): (4 | 6)[] {
   });
 }
 
+/**
+ * The figures of hops (outermost first) for /metrics (lib/metrics.ts formatHopMetrics): each one's relay peer,
+ * its device's drops, and its own: `unwrap_` + the reason a packet from the relay was not a datagram for the
+ * tunnel inside (`unwrap_not_udp`, `unwrap_not_for_us`, …), and `no_hop_address` for a datagram of a family
+ * the hop has no Address of.
+ */
+export function hopSnapshots(devices: readonly Device[], transports: readonly HopTransport[]): HopSnapshot[] {
+  return devices.map((d, i) => {
+    const t = transports[i]!;
+    const drops = DROP_REASONS.map((v) => ({ reason: dropReasonName(v), count: d.verdicts[v]! }));
+    for (let r = Decap.Ok + 1; r < DECAP_COUNT; r++) {
+      drops.push({ reason: `unwrap_${snake(Decap[r]!)}`, count: t.dropped[r]! });
+    }
+    drops.push({ reason: "no_hop_address", count: t.unroutable });
+    return { hop: i + 1, peers: d.info().peers, drops };
+  });
+}
+
+/** `NotForUs` → `not_for_us`. */
+function snake(name: string): string {
+  return name.replace(/[A-Z]/g, (c, at) => (at ? "_" : "") + c.toLowerCase());
+}
+
 /** Where hop N (1 = entry) of interface IF serves its UAPI: not `*.sock`, so `wg show` does not list it. */
 export function hopSocketPath(dir: string, ifname: string, n: number): string {
   return `${dir}/${ifname}.hop${n}.uapi`;
@@ -520,6 +544,11 @@ export class Multihop {
   /** Closes the hop sockets. */
   close(): void {
     for (const c of this.#closers.splice(0)) c();
+  }
+
+  /** Each hop's figures for /metrics ({@link hopSnapshots}). */
+  snapshots(): HopSnapshot[] {
+    return hopSnapshots(this.devices, this.transports);
   }
 
   /** One line per hop for the log at exit: what it dropped. */

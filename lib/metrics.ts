@@ -175,3 +175,53 @@ export function formatMetrics(s: MetricsSnapshot): string {
   }
   return e.toString();
 }
+
+/**
+ * One hop of a multihop interface (cmd/multihop.ts), 1 being the entry: its relay peer's figures and what it
+ * dropped. `drops` are the hop device's own reasons (as {@link MetricsSnapshot.drops}) and the hop's: packets
+ * its relay sent that were not a UDP datagram for the tunnel inside (`not_udp`, `not_for_us`, …).
+ */
+export interface HopSnapshot {
+  hop: number;
+  peers: readonly PeerInfo[];
+  drops: readonly { reason: string; count: number }[];
+}
+
+/**
+ * The series of a multihop interface's hops, labelled `interface` and `hop` (then `public_key` and
+ * `allowed_ips` for the relay peer): typetun_hop_sent_bytes_total, typetun_hop_received_bytes_total,
+ * typetun_hop_latest_handshake_seconds and typetun_hop_packets_dropped_total. They are not wireguard_* series,
+ * so a dashboard that sums an interface's traffic does not count wg0's bytes again in their hops'. Nothing
+ * without hops.
+ */
+export function formatHopMetrics(ifname: string, hops: readonly HopSnapshot[]): string {
+  if (hops.length === 0) return "";
+  const e = new Exposition();
+  const iface = `interface="${escapeLabelValue(ifname)}"`;
+  const peerRows = hops.flatMap((h) =>
+    h.peers.map((p) => ({ p, labels: `{${iface},hop="${h.hop}",${peerLabelText(p)}}` }))
+  );
+  e.family("typetun_hop_sent_bytes_total", "counter", "Bytes a hop sent to its relay peer");
+  for (const { p, labels } of peerRows) e.sample("typetun_hop_sent_bytes_total", labels, p.txBytes);
+  e.family("typetun_hop_received_bytes_total", "counter", "Bytes a hop received from its relay peer");
+  for (const { p, labels } of peerRows) e.sample("typetun_hop_received_bytes_total", labels, p.rxBytes);
+  e.family(
+    "typetun_hop_latest_handshake_seconds",
+    "gauge",
+    "UNIX timestamp seconds of a hop's last handshake with its relay peer",
+  );
+  for (const { p, labels } of peerRows) {
+    e.sample("typetun_hop_latest_handshake_seconds", labels, Math.floor(p.lastHandshakeMs / 1000));
+  }
+  e.family("typetun_hop_packets_dropped_total", "counter", "Packets and datagrams a hop dropped, by reason");
+  for (const h of hops) {
+    for (const d of h.drops) {
+      e.sample(
+        "typetun_hop_packets_dropped_total",
+        `{${iface},hop="${h.hop}",reason="${escapeLabelValue(d.reason)}"}`,
+        d.count,
+      );
+    }
+  }
+  return e.toString();
+}

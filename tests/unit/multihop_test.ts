@@ -11,6 +11,7 @@ import { Level, Logger } from "../../cmd/log.ts";
 import {
   checkHops,
   hopOverhead,
+  hopSnapshots,
   type HopSpec,
   HopTransport,
   HopWaker,
@@ -25,6 +26,7 @@ import { formatToml, parseToml } from "../../lib/toml.ts";
 import { Decap } from "../../lib/udp_tunnel.ts";
 import { REKEY_AFTER_TIME } from "../../lib/messages.ts";
 import { keyToBase64 } from "../../lib/encoding.ts";
+import { formatHopMetrics } from "../../lib/metrics.ts";
 import { FakeClock, ipv4Packet, seededRng } from "./_harness.ts";
 
 class TestClock extends FakeClock implements LoopClock {
@@ -279,6 +281,39 @@ Deno.test("multihop: the hop drops and counts what is not UDP for wg0's address 
   assert.equal(w.hop.dropped[Decap.BadChecksum], 1);
   assert.equal(w.hop.droppedTotal, 4);
   assert.equal(w.clientPackets.written.length, 0, "nothing reached wg0");
+
+  // /metrics shows the hop: its relay peer's bytes and handshake, and its drops by reason, under `hop`.
+  const text = formatHopMetrics("wg0", hopSnapshots([w.h], [w.hop]));
+  const relayLabels = `interface="wg0",hop="1",public_key="${keyToBase64(w.h.info().peers[0]!.publicKey)}",` +
+    `allowed_ips="198.51.100.0/24,2001:db8::/64"`;
+  const value = (series: string) => {
+    const line = text.split("\n").find((l) => l.startsWith(series + " "));
+    assert.ok(line, `${series} in\n${text}`);
+    return Number(line.slice(series.length + 1));
+  };
+  const peer = w.h.info().peers[0]!;
+  assert.ok(peer.txBytes > 0 && peer.rxBytes > 0);
+  assert.equal(value(`typetun_hop_sent_bytes_total{${relayLabels}}`), peer.txBytes);
+  assert.equal(value(`typetun_hop_received_bytes_total{${relayLabels}}`), peer.rxBytes);
+  assert.equal(
+    value(`typetun_hop_latest_handshake_seconds{${relayLabels}}`),
+    Math.floor(peer.lastHandshakeMs / 1000),
+  );
+  assert.equal(
+    value(`typetun_hop_packets_dropped_total{interface="wg0",hop="1",reason="unwrap_not_udp"}`),
+    1,
+  );
+  assert.equal(
+    value(`typetun_hop_packets_dropped_total{interface="wg0",hop="1",reason="unwrap_not_for_us"}`),
+    2,
+  );
+  assert.equal(
+    value(`typetun_hop_packets_dropped_total{interface="wg0",hop="1",reason="unwrap_bad_checksum"}`),
+    1,
+  );
+  assert.equal(value(`typetun_hop_packets_dropped_total{interface="wg0",hop="1",reason="no_route"}`), 0);
+  assert.match(text, /^# TYPE typetun_hop_sent_bytes_total counter$/m);
+  assert.equal(formatHopMetrics("wg0", []), "", "nothing without hops");
 });
 
 Deno.test("multihop: the hop rekeys on its own timers, which the waker waits for", () => {
