@@ -20,11 +20,12 @@ import { LinkMonitor } from "../ffi/netlink.ts";
 import { runtimeName } from "../ffi/runtime.ts";
 import { adoptTun, ifIndex, openTun, setMtu, type Tun } from "../ffi/tun.ts";
 import { UdpBind } from "../ffi/udp.ts";
+import { PacketMemory } from "../ffi/packet_memory.ts";
 import { RoundClock } from "./clock.ts";
 import { DataPlane } from "./dataplane.ts";
 import { Poller } from "./poller.ts";
-import { TunDevice } from "./tun_device.ts";
-import { UdpTransport } from "./udp_transport.ts";
+import { TUN_MEMORY_BYTES, TunDevice } from "./tun_device.ts";
+import { UDP_MEMORY_BYTES, UdpTransport } from "./udp_transport.ts";
 import { connectionCapacityFromEnv, Connections } from "./connections.ts";
 import {
   type AeadSelection,
@@ -46,6 +47,7 @@ import { capturePath, CaptureServer } from "./capture_server.ts";
 import { warmUp, WARMUP_DELAY_MS, warmupWanted } from "./warmup.ts";
 import {
   type HopSpec,
+  hopUapiName,
   innerFamilies,
   Multihop,
   multihopMtu,
@@ -309,6 +311,8 @@ export async function serve(
   const poller = new Poller();
   const tunSlot = poller.watch(tun.fd);
   const linkSlot = poller.watch(links.fd);
+  // One packet memory for the TUN's and the sockets' buffers: copies between them are memmoves.
+  const memory = new PacketMemory(TUN_MEMORY_BYTES + UDP_MEMORY_BYTES);
   const packets = new TunDevice({
     file: tun,
     ready: () => poller.readable(tunSlot),
@@ -316,8 +320,9 @@ export async function serve(
     links: { ready: () => poller.readable(linkSlot), read: () => links.read() },
     mtu,
     log,
+    memory,
   });
-  const udp = new UdpTransport(bind, poller);
+  const udp = new UdpTransport(bind, poller, memory);
   // Multihop: wg0's datagrams go through the hops' Devices (cmd/multihop.ts), not to the socket.
   const multihop = hops.length === 0 ? null : new Multihop(hops, {
     clock,
@@ -341,10 +346,15 @@ export async function serve(
   if (multihop) {
     log.info(`Multihop through ${hops.map((h) => h.path).join(" → ")}; hop UAPI as ${name}.hopN.uapi`);
     const idleTimeoutMs = Math.max(1000, UAPI_IDLE_TIMEOUT_MS / scale);
-    await multihop.serve(SOCKET_DIR, name, log, async (path, handle) => {
+    await multihop.serve(SOCKET_DIR, name, log, async (path, handle, n) => {
       const s = await UapiServer.listen(path, log, { idleTimeoutMs });
       s.serve(handle);
-      return () => s.close();
+      // `up -f`'s reload reaches the hop from this process, also after --user (cmd/multihop.ts).
+      const withdraw = serveInProcess(hopUapiName(name, n), handle);
+      return () => {
+        s.close();
+        withdraw();
+      };
     }, () => poller.wake());
   }
   if (metrics) {

@@ -24,11 +24,24 @@ import { type Clock, type DatagramSink, Device, DROP_REASONS, Verdict } from "..
 import { dropReasonName, type HopSnapshot } from "../lib/metrics.ts";
 import type { Rng, TransportAead, X25519 } from "../lib/crypto.ts";
 import { AllowedIps } from "../lib/allowedips.ts";
-import { type EndpointSpec, formatCidrLikeWg, formatEndpointSpec, type WgConfig } from "../lib/config.ts";
+import {
+  type EndpointSpec,
+  formatCidrLikeWg,
+  formatEndpointSpec,
+  formatInterfaceAddress,
+  type WgConfig,
+} from "../lib/config.ts";
 import { type Endpoint } from "../lib/ip.ts";
 import { DATA_HEADER_LEN, NOISE_AUTHTAG_LEN } from "../lib/messages.ts";
 import { configToUpdate } from "../lib/setconf.ts";
-import { EINVAL, formatErrno, formatGet, parseSet, type UapiRequest } from "../lib/uapi.ts";
+import {
+  type DeviceUpdate,
+  EINVAL,
+  formatErrno,
+  formatGet,
+  parseSet,
+  type UapiRequest,
+} from "../lib/uapi.ts";
 import {
   Decap,
   DECAP_COUNT,
@@ -397,6 +410,54 @@ function snake(name: string): string {
   return name.replace(/[A-Z]/g, (c, at) => (at ? "_" : "") + c.toLowerCase());
 }
 
+/**
+ * The name under which hop N of interface IF answers UAPI requests inside the daemon's own process
+ * (cmd/uapi_client.ts serveInProcess): `up -f`'s reload reaches the hop through it, also after `--user`, when
+ * the hop sockets are root's.
+ */
+export function hopUapiName(ifname: string, n: number): string {
+  return `${ifname}.hop${n}`;
+}
+
+/**
+ * SIGHUP under `up -f` with hops: the hop files read again (`paths`, outermost first, the ones `up` started
+ * with), checked as a chain around `inner` (wg0's new configuration), and turned into what `wg syncconf` would
+ * send each hop: keys and peers change, unchanged peers keep their sessions. Nothing is applied here: the
+ * caller sends `updates` (to {@link hopUapiName}) before wg0's own, so that wg0's new endpoints already fit the
+ * hops. What a hop's UAPI cannot change (Address, MTU, ListenPort, FwMark: the transports and sockets were
+ * built with them) is left as it runs and listed in `notes`. Throws, changing nothing, when a file is bad or
+ * the chain does not hold.
+ */
+export async function prepareHopReload(
+  ifname: string,
+  paths: string[],
+  first: HopSpec[],
+  inner: HopSpec,
+): Promise<{ updates: { name: string; update: DeviceUpdate }[]; notes: string[] }> {
+  const hops = await readHops(paths);
+  checkHops(hops, inner);
+  const [{ uapiGet }, { syncUpdate }] = await Promise.all([
+    import("./uapi_client.ts"),
+    import("../lib/setconf.ts"),
+  ]);
+  const updates = [], notes = [];
+  for (let i = 0; i < hops.length; i++) {
+    const { cfg, endpoints, path } = hops[i]!, was = first[i]!.cfg, name = hopUapiName(ifname, i + 1);
+    const update = configToUpdate(cfg, "set", (e) => endpoints.get(e)!);
+    delete update.listenPort; // the hop's UAPI refuses them: they are the socket's, or the source port's
+    delete update.fwmark;
+    updates.push({ name, update: syncUpdate(update, await uapiGet(name)) });
+    const fixed = (c: WgConfig) =>
+      JSON.stringify([c.addresses.map(formatInterfaceAddress), c.mtu, c.listenPort, c.fwmark]);
+    if (fixed(cfg) !== fixed(was)) {
+      notes.push(
+        `hop ${i + 1} (${path}): Address, MTU, ListenPort or FwMark changed: they apply at the next \`up'`,
+      );
+    }
+  }
+  return { updates, notes };
+}
+
 /** Where hop N (1 = entry) of interface IF serves its UAPI: not `*.sock`, so `wg show` does not list it. */
 export function hopSocketPath(dir: string, ifname: string, n: number): string {
   return `${dir}/${ifname}.hop${n}.uapi`;
@@ -479,7 +540,7 @@ export class Multihop {
     dir: string,
     ifname: string,
     log: Logger,
-    listen: (path: string, handle: (req: UapiRequest) => string) => Promise<() => void>,
+    listen: (path: string, handle: (req: UapiRequest) => string, n: number) => Promise<() => void>,
     changed: () => void,
   ): Promise<void> {
     for (let i = 0; i < this.devices.length; i++) {
@@ -489,7 +550,7 @@ export class Multihop {
       } catch {
         // None.
       }
-      const close = await listen(path, (req) => {
+      const close = await listen(path, (req: UapiRequest) => {
         if (req.op === "error") return formatErrno(req.errno);
         if (req.op === "get") return formatGet(d.info()) + formatErrno(0);
         if (req.op !== "set") return formatErrno(EINVAL); // typetun's own requests are wg0's
@@ -503,7 +564,7 @@ export class Multihop {
         t.flush();
         changed();
         return formatErrno(0);
-      });
+      }, i + 1);
       this.#closers.push(() => {
         close();
         try {

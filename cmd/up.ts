@@ -54,7 +54,15 @@ import { metricsAddressFromEnv, parseMetricsAddress } from "./metrics.ts";
 import { resolveEndpoint } from "./set.ts";
 import { uapiGet, uapiSet } from "./uapi_client.ts";
 import { runningFilters } from "./connections.ts";
-import { checkHops, type HopSpec, innerFamilies, multihopMtu, readHops, viaToEnv } from "./multihop.ts";
+import {
+  checkHops,
+  type HopSpec,
+  innerFamilies,
+  multihopMtu,
+  prepareHopReload,
+  readHops,
+  viaToEnv,
+} from "./multihop.ts";
 
 /** wg-quick's first table and fwmark for the default-route case (0xca6c). */
 const FIRST_DEFAULT_TABLE = 51820;
@@ -398,7 +406,7 @@ export async function upMain(args: string[]): Promise<number> {
   // SIGHUP reloads, one reload at a time (a second signal during one runs another after it).
   let reloading = Promise.resolve();
   const onHup = () => {
-    if (!signalled) reloading = reloading.then(() => reload(ifname, source, load, cfg));
+    if (!signalled) reloading = reloading.then(() => reload(ifname, source, load, cfg, hops));
   };
   process.on("SIGHUP", onHup);
   const code = await daemon;
@@ -417,12 +425,16 @@ export async function upMain(args: string[]): Promise<number> {
  * the file does not give is left as it runs: `up` may have chosen the fwmark (the default-route case), and a
  * new random port would make every peer find us again. What only wg-quick applies (addresses, routes, DNS, MTU,
  * hooks) is not redone: a reload that changes it says so. A bad file changes nothing and is reported.
+ * With hops (multihop), their files are read again too, and each hop is synced through its own UAPI before
+ * wg0 (cmd/multihop.ts prepareHopReload), so wg0's new endpoints fit them; the list of hop files stays the one
+ * `up` started with.
  */
 export async function reload(
   ifname: string,
   source: string,
   load: () => WgConfig,
   first: WgConfig,
+  hops: HopSpec[] = [],
 ): Promise<void> {
   try {
     const cfg = load();
@@ -430,8 +442,24 @@ export async function reload(
     const update = configToUpdate(cfg, "set", (e) => endpoints.get(e)!);
     if (cfg.listenPort === undefined) delete update.listenPort;
     if (cfg.fwmark === undefined) delete update.fwmark;
+    // Everything is read and checked before the first change.
+    const hopReload = hops.length === 0 ? null : await prepareHopReload(
+      ifname,
+      hops.map((h) => h.path),
+      hops,
+      { path: source, cfg, endpoints },
+    );
+    const sync = syncUpdate(update, await uapiGet(ifname), await runningFilters(ifname));
+    for (const [i, { name, update }] of (hopReload?.updates ?? []).entries()) {
+      step(`typetun syncconf ${ifname} hop ${i + 1} ${hops[i]!.path}`);
+      await uapiSet(name, update);
+    }
     step(`typetun syncconf ${ifname} ${source}`);
-    await uapiSet(ifname, syncUpdate(update, await uapiGet(ifname), await runningFilters(ifname)));
+    await uapiSet(ifname, sync);
+    for (const note of hopReload?.notes ?? []) step(note);
+    if (JSON.stringify(cfg.via ?? []) !== JSON.stringify(first.via ?? [])) {
+      step(`${source}: Via changed: the hops are chosen at the next \`up'`);
+    }
     const quick = (c: WgConfig) =>
       JSON.stringify([
         stripToQuick(c),

@@ -138,6 +138,25 @@ labTest(
       assert.ok(seenX.size >= 3, `wg0 rekeyed with the exit through the hop (${seenX.size - 1} in 11 s)`);
       inNs(c, "ping -c 2 -W 5 192.168.73.2");
 
+      // SIGHUP reads the hop file again and syncs the hop through its own UAPI (here: a keepalive added).
+      const entryFile = `${topo.dir}/entry.conf`;
+      writeFileSync(entryFile, readFileSync(entryFile, "utf8") + "PersistentKeepalive = 7\n", {
+        mode: 0o600,
+      });
+      process.kill(topo.up.pid!, "SIGHUP");
+      for (let i = 0;; i++) {
+        const j = JSON.parse(sh(`${cmd} ${args.join(" ")} show ${ifname} --json`));
+        // The step line too (it reaches the log through a pipe, maybe after the change).
+        if (
+          j.hops[0].peers[0].persistentKeepalive === 7 && /syncconf .* hop 1 .*entry\.conf/.test(topo.log())
+        ) {
+          break;
+        }
+        assert.ok(i < 100, `the reload reached the hop:\n${topo.log()}`);
+        await sleep(100);
+      }
+      inNs(c, "ping -c 2 -W 5 192.168.73.2");
+
       // A hop's UAPI socket is not *.sock, so `wg show` lists only the interface; both go with the interface.
       assert.ok(existsSync(`/var/run/wireguard/${ifname}.hop1.uapi`));
       // process.kill, not child.kill: after child.kill Deno reports the signal even when the child exited with a
