@@ -15,6 +15,7 @@ import { Coalescer } from "../lib/gro.ts";
 import { Segmenter, VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR_LEN } from "../lib/gso.ts";
 import { errnoName, SysError } from "../ffi/libc.ts";
 import type { LinkEvent } from "../ffi/netlink.ts";
+import type { PacketMemory } from "../ffi/packet_memory.ts";
 import { pinned } from "../ffi/runtime.ts";
 import { MAX_PACKET } from "../ffi/tun.ts";
 import type { PacketDevice } from "./dataplane.ts";
@@ -51,10 +52,23 @@ export interface TunDeviceOptions {
   /** The MTU set on the interface. */
   mtu: number;
   log: Logger;
+  /**
+   * Where the read buffer and the coalescer's arena are taken from. Pass the packet memory the UDP batches
+   * use (UdpTransport's), so that the segmenter's copies into the send batch and the coalescer's copies out
+   * of the receive batch are memmoves (ffi/packet_memory.ts). Without one, buffers of their own.
+   */
+  memory?: PacketMemory;
 }
 
 /** Kernel reads per round: a round ends after this many, even if packets keep coming. */
 const READS_PER_ROUND = 64;
+/**
+ * The coalescer's arena: room for one flush of COALESCE_MAX_PACKETS full-size segments (about 390 KB) with
+ * some to spare. A flush that needs more makes the coalescer allocate its own, outside packet memory.
+ */
+const ARENA_BYTES = 512 * 1024;
+/** Packet memory a TunDevice takes (alignment included): for sizing a {@link PacketMemory}. */
+export const TUN_MEMORY_BYTES = VNET_HDR_LEN + MAX_PACKET + ARENA_BYTES + 2 * 64;
 
 export class TunDevice implements PacketDevice {
   readonly maxPacket = MAX_PACKET;
@@ -67,10 +81,13 @@ export class TunDevice implements PacketDevice {
   readonly #ifindex: number;
   readonly #links: LinkSource | null;
   readonly #log: Logger;
-  /** A kernel read with its vnet header (with one only). */
-  readonly #read = pinned(VNET_HDR_LEN + MAX_PACKET);
+  /**
+   * A kernel read with its vnet header (with one only). It and the coalescer's arena come from
+   * opts.memory when given (see there).
+   */
+  readonly #read: Uint8Array;
   readonly #segmenter = new Segmenter();
-  readonly #coalescer = new Coalescer();
+  readonly #coalescer: Coalescer;
   /** Packets of the last kernel read and the next one to hand out. */
   #count = 0;
   #next = 0;
@@ -83,6 +100,9 @@ export class TunDevice implements PacketDevice {
     this.#links = opts.links;
     this.#log = opts.log;
     this.mtu = opts.mtu;
+    const take = (n: number) => opts.memory ? opts.memory.take(n) : pinned(n);
+    this.#read = take(VNET_HDR_LEN + MAX_PACKET);
+    this.#coalescer = new Coalescer(undefined, take(ARENA_BYTES));
     // Merged writes need the kernel's TSO on the TUN; without it every packet is written singly.
     this.#coalescer.coalesce = opts.file.vnetHdr && opts.file.offload;
     this.#coalescer.coalesceUdp = this.#coalescer.coalesce && opts.file.uso === true;

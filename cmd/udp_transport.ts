@@ -17,6 +17,7 @@ import type { DatagramSink } from "../lib/device.ts";
 import { Endpoint } from "../lib/ip.ts";
 import { DATA_OVERHEAD } from "../lib/messages.ts";
 import { MAX_PACKET } from "../ffi/tun.ts";
+import type { PacketMemory } from "../ffi/packet_memory.ts";
 import { GroRecvBatch, GsoSendBatch, UdpBind, type UdpSocket } from "../ffi/udp.ts";
 import type { DatagramTransport } from "./dataplane.ts";
 import type { Poller } from "./poller.ts";
@@ -39,13 +40,16 @@ const RECV_MESSAGES = 16;
  */
 const RECV_SLOT = (MAX_PACKET + DATA_OVERHEAD + 15) & ~15;
 
+/** Packet memory the batches take (alignment included): for sizing a {@link PacketMemory}. */
+export const UDP_MEMORY_BYTES = SEND_BYTES + RECV_MESSAGES * RECV_SLOT + 2 * 64;
+
 export class UdpTransport implements DatagramTransport, DatagramSink {
   #bind: UdpBind;
   readonly #poller: Poller;
   readonly #slot4: number;
   readonly #slot6: number;
-  readonly #send = new GsoSendBatch(SEND_MESSAGES, SEND_BYTES);
-  readonly #recv = new GroRecvBatch(RECV_MESSAGES, RECV_SLOT);
+  readonly #send: GsoSendBatch;
+  readonly #recv: GroRecvBatch;
   readonly #src: { addr: Uint8Array; port: number; local: Uint8Array; ifindex: number } = {
     addr: new Uint8Array(4),
     port: 0,
@@ -55,7 +59,13 @@ export class UdpTransport implements DatagramTransport, DatagramSink {
   /** Which socket the next receive looks at in this round: 0 IPv4, 1 IPv6, 2 none left. */
   #turn = 0;
 
-  constructor(bind: UdpBind, poller: Poller) {
+  /**
+   * @param memory where the send and receive batches are taken from: the packet memory the TunDevice's
+   * buffers come from too, so that copies between them are memmoves (ffi/packet_memory.ts)
+   */
+  constructor(bind: UdpBind, poller: Poller, memory?: PacketMemory) {
+    this.#send = new GsoSendBatch(SEND_MESSAGES, SEND_BYTES, undefined, memory);
+    this.#recv = new GroRecvBatch(RECV_MESSAGES, RECV_SLOT, memory);
     this.#bind = bind;
     this.#poller = poller;
     this.#slot4 = poller.watch(bind.v4?.fd ?? -1);

@@ -23,13 +23,14 @@ import { Device } from "../lib/device.ts";
 import { Endpoint, parseCidr } from "../lib/ip.ts";
 import { VNET_HDR_LEN } from "../lib/gso.ts";
 import { UdpBind, type UdpOffloads } from "../ffi/udp.ts";
+import { PacketMemory } from "../ffi/packet_memory.ts";
 import { ChannelWaker, MemoryNetwork } from "./channel.ts";
 import { RoundClock } from "./clock.ts";
 import { type DatagramTransport, DataPlane, type Waker } from "./dataplane.ts";
 import { Level, Logger } from "./log.ts";
 import { Poller } from "./poller.ts";
-import { TunDevice, type TunFile } from "./tun_device.ts";
-import { UdpTransport } from "./udp_transport.ts";
+import { TUN_MEMORY_BYTES, TunDevice, type TunFile } from "./tun_device.ts";
+import { UDP_MEMORY_BYTES, UdpTransport } from "./udp_transport.ts";
 
 export interface WarmupOptions {
   /** The backends the daemon uses: the code to warm is theirs. */
@@ -163,6 +164,7 @@ function makePair(opts: WarmupOptions): [Side, Side] {
     device.setPrivateKey(privateKey);
     device.listenPort = port;
     let transport: DatagramTransport, waker: Waker, endpoint: Endpoint, close = () => {};
+    let memory: PacketMemory | undefined;
     const file = new MemoryTunFile(opts.vnetHdr, opts.offload, [
       ipv4(own, other, 84, 1, opts.vnetHdr), // a ping
       ipv4(own, other, opts.mtu, 17, opts.vnetHdr), // a full-sized datagram
@@ -173,7 +175,9 @@ function makePair(opts: WarmupOptions): [Side, Side] {
       const bind = UdpBind.open(0, 0, opts.udp);
       const poller = new Poller();
       try {
-        transport = new UdpTransport(bind, poller);
+        // Packet memory shared with the TunDevice, as the daemon's: the copies train on the memmove path.
+        memory = new PacketMemory(TUN_MEMORY_BYTES + UDP_MEMORY_BYTES);
+        transport = new UdpTransport(bind, poller, memory);
       } catch (e) {
         bind.close();
         poller.close();
@@ -199,6 +203,7 @@ function makePair(opts: WarmupOptions): [Side, Side] {
       links: null,
       mtu: opts.mtu,
       log,
+      memory,
     });
     const loop = new DataPlane({ device, packets, transport, clock, waker, log });
     return { device, file, loop, publicKey: dhPublic(privateKey, opts.x25519), endpoint, close };

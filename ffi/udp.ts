@@ -87,6 +87,7 @@ import {
   UDP_SEGMENT,
 } from "./libc.ts";
 import { addressOf, errno, pinned } from "./runtime.ts";
+import type { PacketMemory } from "./packet_memory.ts";
 
 /** Socket buffer size asked for (wireguard-go uses the same 7 MiB). */
 export const SOCKET_BUFFER_SIZE = 7 << 20;
@@ -575,7 +576,16 @@ export class GsoSendBatch {
    * @param bytes size of the data buffer (default 64 KB per message)
    * @param maxSegments most datagrams per GSO message, at most {@link GSO_MAX_SEGMENTS} by default
    */
-  constructor(messages = 64, bytes = messages * 65536, maxSegments = GSO_MAX_SEGMENTS) {
+  /**
+   * @param memory where the datagram buffer is taken from: with the TUN's buffers in the same packet memory
+   * (ffi/packet_memory.ts), a TSO segment is copied in with a memmove. Its own pinned buffer without one.
+   */
+  constructor(
+    messages = 64,
+    bytes = messages * 65536,
+    maxSegments = GSO_MAX_SEGMENTS,
+    memory?: PacketMemory,
+  ) {
     if (!Number.isInteger(messages) || messages < 1 || messages > 1024) {
       throw new RangeError(`Invalid batch size: ${messages}`);
     }
@@ -587,7 +597,7 @@ export class GsoSendBatch {
     }
     this.maxMessages = messages;
     this.maxSegments = maxSegments;
-    this.data = pinned(bytes);
+    this.data = memory ? memory.take(bytes) : pinned(bytes);
     this.#start = new Int32Array(messages);
     this.#total = new Int32Array(messages);
     this.#segment = new Int32Array(messages);
@@ -962,14 +972,18 @@ export class GroRecvBatch {
    * @param messages most messages per recvmmsg
    * @param slot bytes per message (at least the largest datagram; 65536 for coalesced ones)
    */
-  constructor(messages = 64, slot = 65536) {
+  /**
+   * @param memory where the slots are taken from: with the coalescer's arena in the same packet memory
+   * (ffi/packet_memory.ts), a segment is copied into a merged packet with a memmove.
+   */
+  constructor(messages = 64, slot = 65536, memory?: PacketMemory) {
     if (!Number.isInteger(messages) || messages < 1 || messages > 1024) {
       throw new RangeError(`Invalid batch size: ${messages}`);
     }
     if (!Number.isInteger(slot) || slot < 1 || slot > 1 << 20) throw new RangeError(`Invalid slot: ${slot}`);
     this.maxMessages = messages;
     this.slot = slot;
-    this.data = pinned(messages * slot);
+    this.data = memory ? memory.take(messages * slot) : pinned(messages * slot);
     this.#msgs = new MsgArrays(messages, { names: true, nameLen: NAME_STRIDE, control: GRO_CONTROL });
     const names = this.#msgs.names;
     const dataAt = addressOf(this.data);

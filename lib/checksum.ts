@@ -7,7 +7,22 @@
  */
 
 import { IPV4_SRC, IPV6_HEADER_LEN, IPV6_SRC } from "./ip.ts";
-import { LITTLE_ENDIAN, wordsOf } from "./bytes.ts";
+import { LITTLE_ENDIAN } from "./bytes.ts";
+
+let int32sKey: ArrayBufferLike | null = null;
+let int32s: Int32Array<ArrayBufferLike> = new Int32Array(0);
+
+/**
+ * An Int32Array over the whole of `ab`, cached for the last buffer (packet memory is one ArrayBuffer, see
+ * ffi/packet_memory.ts). Signed words keep V8's loads integer; a Uint32Array's top half would be doubles.
+ */
+function int32sOf(ab: ArrayBufferLike): Int32Array<ArrayBufferLike> {
+  if (ab !== int32sKey) {
+    int32sKey = ab;
+    int32s = new Int32Array(ab, 0, ab.byteLength >>> 2);
+  }
+  return int32s;
+}
 
 /** Swaps the two bytes of a 16-bit value: a one's complement sum taken at an odd offset is byte-swapped. */
 function swab16(x: number): number {
@@ -43,15 +58,27 @@ export function csumPartial(buf: Uint8Array, off: number, len: number, sum: numb
   }
   const wEnd = end & ~3;
   if (p < wEnd) {
-    const w = wordsOf(buf.buffer);
-    // Two accumulators of 16-bit halves stay below 2^31 (small integers for the JIT) for up to 128 KiB.
-    let lo = 0, hi = 0;
-    for (let k = p >>> 2, e = wEnd >>> 2; k < e; k++) {
+    const w = int32sOf(buf.buffer);
+    // Accumulators of 16-bit halves stay below 2^31 (small integers for the JIT) for up to 128 KiB. Four
+    // words per iteration, into two pairs: 17 % faster under Bun (JavaScriptCore), the same under Deno (V8),
+    // than one word (bench/core_bench.ts, "csumPartial"). Summing whole words as doubles is faster still under
+    // Bun but 50 % slower under V8.
+    let lo = 0, hi = 0, lo2 = 0, hi2 = 0;
+    let k = p >>> 2;
+    const e = wEnd >>> 2;
+    for (; k + 4 <= e; k += 4) {
+      const a = w[k]!, b = w[k + 1]!, c = w[k + 2]!, d = w[k + 3]!;
+      lo += (a & 0xffff) + (b & 0xffff);
+      hi += (a >>> 16) + (b >>> 16);
+      lo2 += (c & 0xffff) + (d & 0xffff);
+      hi2 += (c >>> 16) + (d >>> 16);
+    }
+    for (; k < e; k++) {
       const x = w[k]!;
       lo += x & 0xffff;
       hi += x >>> 16;
     }
-    const ws = fold(lo + hi);
+    const ws = fold(lo + hi + lo2 + hi2);
     t += LITTLE_ENDIAN ? ws : swab16(ws);
     p = wEnd;
   }
