@@ -38,7 +38,7 @@ import {
   writeUdpHeaders,
 } from "../lib/capture.ts";
 import type { Source } from "../lib/cookie.ts";
-import type { PacketHook } from "../lib/device.ts";
+import type { Device, PacketHook } from "../lib/device.ts";
 import { keyFromBase64, keyToBase64 } from "../lib/encoding.ts";
 import type { Peer } from "../lib/peer.ts";
 import {
@@ -54,6 +54,15 @@ import {
 import { UnixStream } from "../ffi/unix_stream.ts";
 import type { DatagramTap, DataPlane } from "./dataplane.ts";
 import type { Logger } from "./log.ts";
+
+/**
+ * Where `--outer` taps when the tunnel's own datagrams do not reach the socket (multihop, cmd/multihop.ts: the
+ * entry hop's are the ones on the wire): its Device (peers and listen port) and how to set the tap.
+ */
+export interface OuterTap {
+  readonly outerDevice: Device;
+  setOuterTap(tap: DatagramTap | null): void;
+}
 
 /** Captures served at once; one more is refused with a message saying so. */
 export const MAX_CAPTURES = 4;
@@ -363,6 +372,9 @@ export class CaptureServer implements PacketHook, DatagramTap {
   /** Those and the ones still sending what they held when asked to stop. */
   readonly #live = new Set<Capture>();
   #outer = 0;
+  /** Multihop: the entry hop, where --outer taps instead of the data plane; null otherwise. */
+  readonly #outerTap: OuterTap | null;
+  #tapped = false;
   /** The peers, for finding the one a datagram's address belongs to. */
   #peers: Peer[] = [];
   #peersAt = -Infinity;
@@ -374,8 +386,10 @@ export class CaptureServer implements PacketHook, DatagramTap {
     ifname: string,
     ifindex: number,
     log: Logger,
+    outerTap: OuterTap | null,
   ) {
     this.#server = server;
+    this.#outerTap = outerTap;
     this.path = path;
     this.#loop = loop;
     this.#ifname = ifname;
@@ -384,13 +398,17 @@ export class CaptureServer implements PacketHook, DatagramTap {
     server.on("connection", (sock: Socket) => this.#accept(sock));
   }
 
-  /** Listens on `path` (a leftover socket there is replaced), private to root as the UAPI socket. */
+  /**
+   * Listens on `path` (a leftover socket there is replaced), private to root as the UAPI socket. `outerTap`:
+   * where --outer taps when not the data plane (multihop).
+   */
   static listen(
     path: string,
     loop: DataPlane,
     ifname: string,
     ifindex: number,
     log: Logger,
+    outerTap: OuterTap | null = null,
   ): Promise<CaptureServer> {
     try {
       unlinkSync(path); // the daemon owns the interface's name (its UAPI socket) by now
@@ -406,7 +424,7 @@ export class CaptureServer implements PacketHook, DatagramTap {
       });
       server.listen(path, () => {
         process.umask(old);
-        resolve(new CaptureServer(server, path, loop, ifname, ifindex, log));
+        resolve(new CaptureServer(server, path, loop, ifname, ifindex, log, outerTap));
       });
     });
   }
@@ -523,7 +541,10 @@ export class CaptureServer implements PacketHook, DatagramTap {
     else if (this.#captures.length === 0 && at >= 0) hooks.splice(at, 1);
     this.#outer = this.#captures.filter((c) => c.outer).length;
     const tap = this.#outer > 0 ? this : null;
-    if (this.#loop.tap !== tap) this.#loop.tap = tap;
+    if (this.#outerTap) {
+      if (this.#tapped !== (tap !== null)) this.#outerTap.setOuterTap(tap);
+      this.#tapped = tap !== null;
+    } else if (this.#loop.tap !== tap) this.#loop.tap = tap;
   }
 
   // ------------------------------------------------------------------ the packet path (the data plane calls)
@@ -557,11 +578,16 @@ export class CaptureServer implements PacketHook, DatagramTap {
   #datagram(buf: Uint8Array, off: number, len: number, remote: Source, direction: number): void {
     if (len === 0) return; // cut short by the transport: nothing to show
     const captures = this.#captures, micros = nowMicros();
-    const peer = this.#peerAt(remote), port = this.#loop.device.listenPort;
+    const peer = this.#peerAt(remote), port = this.#device.listenPort;
     for (let i = 0; i < captures.length; i++) {
       const c = captures[i]!;
       if (c.outer && c.wants(peer)) c.datagram(peer, buf, off, len, remote, port, direction, micros);
     }
+  }
+
+  /** The Device whose datagrams are on the wire: wg0's, or with hops the entry hop's. */
+  get #device(): Device {
+    return this.#outerTap?.outerDevice ?? this.#loop.device;
   }
 
   /** The peer whose endpoint is `remote`, or null (a datagram of no known peer: a probe, a roaming peer's first). */
@@ -573,7 +599,7 @@ export class CaptureServer implements PacketHook, DatagramTap {
         if (e !== null && e.matches(remote.addr, remote.port)) return peers[i]!;
       }
       // Peers added or removed since: look again, at most once a PEER_REFRESH_MS.
-      const device = this.#loop.device, now = performance.now();
+      const device = this.#device, now = performance.now();
       if (device.peers.size === peers.length && now - this.#peersAt < PEER_REFRESH_MS) return null;
       this.#peers = [...device.peers.values()];
       this.#peersAt = now;

@@ -120,7 +120,7 @@ export interface DatagramTap {
 }
 
 /** The Device's sink while a tap is set: shows each datagram to the tap, then hands it on unchanged. */
-class TappedSink implements DatagramSink {
+export class TappedSink implements DatagramSink {
   constructor(readonly next: DatagramSink, readonly tap: DatagramTap) {}
   send(buf: Uint8Array, off: number, len: number, to: Source, inPlace: boolean): void {
     this.tap.sent(buf, off, len, to);

@@ -52,7 +52,7 @@ import {
   type UdpPayload,
 } from "../lib/udp_tunnel.ts";
 import { keyToBase64 } from "../lib/encoding.ts";
-import type { DatagramTransport, Waker } from "./dataplane.ts";
+import { type DatagramTap, type DatagramTransport, TappedSink, type Waker } from "./dataplane.ts";
 import type { LoopClock } from "./clock.ts";
 import type { Logger } from "./log.ts";
 
@@ -101,6 +101,8 @@ export class HopTransport implements DatagramTransport, DatagramSink {
   readonly dropped = new Float64Array(DECAP_COUNT);
   /** Datagrams to an endpoint of a family the hop has no address of. */
   unroutable = 0;
+  /** What sees the datagrams received from below before the hop decrypts them (`capture --outer`). */
+  tap: DatagramTap | null = null;
   #id = 0;
   /** Where the last reserve's room starts in the send batch, and the IP/UDP header length it was laid for. */
   #base = -1;
@@ -123,6 +125,15 @@ export class HopTransport implements DatagramTransport, DatagramSink {
     this.local6 = addresses.find((a) => a.length === 16) ?? null;
     this.#hdr = this.local4 ? UDP4_OVERHEAD : UDP6_OVERHEAD;
     hop.sink = lower.sink;
+  }
+
+  /**
+   * Shows `tap` the datagrams below this hop: those received, before the hop decrypts them, and those the hop
+   * sends; null takes it away (then nothing is looked at but one test per received batch).
+   */
+  setTap(tap: DatagramTap | null): void {
+    this.tap = tap;
+    this.hop.sink = tap === null ? this.lower.sink : new TappedSink(this.lower.sink, tap);
   }
 
   get readable(): boolean {
@@ -199,7 +210,10 @@ export class HopTransport implements DatagramTransport, DatagramSink {
       if (n === 0) return 0;
       if (n > this.#offsets.length) this.#grow(n);
       const buf = lower.receiveBuffer;
-      const port = this.upper.listenPort;
+      const port = this.upper.listenPort, tap = this.tap;
+      if (tap !== null) {
+        for (let i = 0; i < n; i++) tap.received(buf, lower.offset(i), lower.length(i), lower.source(i));
+      }
       let k = 0;
       for (let i = 0; i < n; i++) {
         if (hop.handleDatagram(buf, lower.offset(i), lower.length(i), lower.source(i)) !== Verdict.Deliver) {
@@ -525,6 +539,20 @@ export class Multihop {
       this.transports[i]!.upper = next;
     }
     this.waker = new HopWaker(o.waker, this.devices, o.clock);
+  }
+
+  /** The entry hop's Device: its datagrams are the ones on the wire, and its listen port the socket's. */
+  get outerDevice(): Device {
+    return this.devices[0]!;
+  }
+
+  /**
+   * `capture --outer` on a multihop interface: what goes on the wire is the entry hop's datagrams (wg0's are
+   * inside them), so the tap sees those, received before the entry hop decrypts them and sent as it encrypts
+   * them; null takes it away.
+   */
+  setOuterTap(tap: DatagramTap | null): void {
+    this.transports[0]!.setTap(tap);
   }
 
   /** wg0's transport: the innermost hop. */

@@ -27,6 +27,17 @@ import { Decap } from "../../lib/udp_tunnel.ts";
 import { REKEY_AFTER_TIME } from "../../lib/messages.ts";
 import { keyToBase64 } from "../../lib/encoding.ts";
 import { formatHopMetrics } from "../../lib/metrics.ts";
+import {
+  BLOCK_EPB,
+  BLOCK_IDB,
+  OUTBOUND,
+  readBlocks,
+  readEnhancedPacket,
+  readInterfaceDescription,
+} from "../../lib/pcapng.ts";
+import { capturePath, CaptureServer } from "../../cmd/capture_server.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { capture } from "./_capture.ts";
 import { FakeClock, ipv4Packet, seededRng } from "./_harness.ts";
 
 class TestClock extends FakeClock implements LoopClock {
@@ -474,4 +485,59 @@ Deno.test("multihop: a chain of two hops, the first given the outermost; in plac
   // Three WireGuard layers on the wire: each pads to 16 and adds 32, each hop adds IP/UDP (28) first.
   const pad = (n: number) => (n + 15) & ~15;
   assert.equal(udp.batches.at(-1)!.at(-1)!.length, pad(pad(pad(1220) + 32 + 28) + 32 + 28) + 32); // 1392
+});
+
+Deno.test({
+  name:
+    "multihop: capture --outer shows the entry hop's datagrams (those on the wire), not wg0's inside them",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const w = world(4);
+    w.h.listenPort = 1000; // the client socket's port, as the daemon gives the entry hop
+    const dir = mkdtempSync("/tmp/typetun-mhcap-");
+    const server = await CaptureServer.listen(capturePath("mh0", dir), w.loops[0]!, "mh0", 0, quiet(), {
+      outerDevice: w.h,
+      setOuterTap: (t) => w.hop.setTap(t),
+    });
+    try {
+      const c = await capture(server.path, dir, " outer");
+      assert.equal(c.reply(), "ok\n");
+      assert.equal(w.loops[0]!.tap, null, "wg0's own datagrams are not tapped");
+      w.clientPackets.put(ipv4Packet("10.10.0.1", "10.10.0.2", new Uint8Array(100)));
+      w.settle();
+      w.exitPackets.put(ipv4Packet("10.10.0.2", "10.10.0.1", new Uint8Array(100)));
+      w.settle();
+      assert.equal(w.clientPackets.written.length, 1, "the reply came back");
+      const stream = await c.stop();
+      assert.equal(w.hop.tap, null, "the tap goes with the capture");
+      const blocks = readBlocks(stream.subarray(stream.indexOf(10) + 1));
+      const relayKey = keyToBase64(w.h.info().peers[0]!.publicKey);
+      const names = blocks.filter((x) => x.type === BLOCK_IDB).map((x) =>
+        readInterfaceDescription(x.body).name
+      );
+      assert.ok(names.includes(relayKey), `the relay is an interface (${names})`);
+      const eps = blocks.filter((x) => x.type === BLOCK_EPB).map((x) => readEnhancedPacket(x.body));
+      // IPv4 after the 20-byte SLL2 header: source, destination, then the UDP ports.
+      const relayIface = names.indexOf(relayKey);
+      const udp = eps.filter((p) => p.iface === relayIface).map((p) => {
+        const d = p.data.subarray(20), port = (at: number) => (d[at]! << 8) | d[at + 1]!;
+        return `${p.direction === OUTBOUND ? "out" : "in"} ${d.subarray(12, 16).join(".")}:${port(20)} > ` +
+          `${d.subarray(16, 20).join(".")}:${port(22)}`;
+      });
+      const plain = eps.length - udp.length;
+      assert.ok(udp.length >= 4, `handshakes and data both ways on the wire: ${udp.join(", ")}`);
+      assert.deepEqual(plain, 2, "and the two plaintext packets");
+      for (const line of udp) {
+        assert.match(
+          line,
+          /^(out 0\.0\.0\.0:1000 > 192\.0\.2\.2:2000|in 192\.0\.2\.2:2000 > 0\.0\.0\.0:1000)$/,
+        );
+      }
+      assert.ok(udp.some((l) => l.startsWith("out")) && udp.some((l) => l.startsWith("in")));
+    } finally {
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
 });
