@@ -20,11 +20,12 @@ import { LinkMonitor } from "../ffi/netlink.ts";
 import { runtimeName } from "../ffi/runtime.ts";
 import { adoptTun, ifIndex, openTun, setMtu, type Tun } from "../ffi/tun.ts";
 import { UdpBind } from "../ffi/udp.ts";
+import { PacketMemory } from "../ffi/packet_memory.ts";
 import { RoundClock } from "./clock.ts";
 import { DataPlane } from "./dataplane.ts";
 import { Poller } from "./poller.ts";
-import { TunDevice } from "./tun_device.ts";
-import { UdpTransport } from "./udp_transport.ts";
+import { TUN_MEMORY_BYTES, TunDevice } from "./tun_device.ts";
+import { UDP_MEMORY_BYTES, UdpTransport } from "./udp_transport.ts";
 import { connectionCapacityFromEnv, Connections } from "./connections.ts";
 import {
   type AeadSelection,
@@ -310,6 +311,8 @@ export async function serve(
   const poller = new Poller();
   const tunSlot = poller.watch(tun.fd);
   const linkSlot = poller.watch(links.fd);
+  // One packet memory for the TUN's and the sockets' buffers: copies between them are memmoves.
+  const memory = new PacketMemory(TUN_MEMORY_BYTES + UDP_MEMORY_BYTES);
   const packets = new TunDevice({
     file: tun,
     ready: () => poller.readable(tunSlot),
@@ -317,8 +320,9 @@ export async function serve(
     links: { ready: () => poller.readable(linkSlot), read: () => links.read() },
     mtu,
     log,
+    memory,
   });
-  const udp = new UdpTransport(bind, poller);
+  const udp = new UdpTransport(bind, poller, memory);
   // Multihop: wg0's datagrams go through the hops' Devices (cmd/multihop.ts), not to the socket.
   const multihop = hops.length === 0 ? null : new Multihop(hops, {
     clock,
