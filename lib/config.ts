@@ -68,6 +68,12 @@ export interface PeerConfig {
    */
   allowedIps: AllowedIpChange[];
   /**
+   * Set when `allowedIps` has signed entries and a plain `AllowedIPs` line came after the last line with one:
+   * current wg(8) then replaces the list after all (config.c: each line decides, the last one wins), and sends
+   * the entries after `replace_allowed_ips=true`, the removals too. Undefined otherwise.
+   */
+  replaceAllowedIps?: true;
+  /**
    * typetun's per-peer packet filter (lib/filter.ts): the connections the peer may open to us and we to it;
    * null is `any`, undefined not given. wg(8) knows neither key: `convert --strip` drops them.
    */
@@ -298,16 +304,26 @@ export class Builder {
       case "PresharedKey":
         peer!.presharedKey = this.#key(name, v, line);
         return;
-      case "AllowedIPs":
-        if (v === "" && (joined || value === "")) return; // `AllowedIPs =` is an empty list, as in wg(8)
-        for (const item of v.split(",")) {
-          // Current wg(8) (v1.0.20260223) takes `+PREFIX` and `-PREFIX` (config.c, parse_allowedips).
-          const op = item[0] === "+" || item[0] === "-" ? item[0] : undefined;
-          const c = parseAllowedIp(op ? item.slice(1) : item);
-          if (!c) this.fail(line, `bad CIDR ${quote(item)} in AllowedIPs (expected address/length)`);
-          peer!.allowedIps.push(op ? { ...c, op } : c);
+      case "AllowedIPs": {
+        const ips = peer!.allowedIps;
+        let signed = false;
+        // `AllowedIPs =` is an empty list, as in wg(8).
+        if (!(v === "" && (joined || value === ""))) {
+          for (const item of v.split(",")) {
+            // Current wg(8) (v1.0.20260223) takes `+PREFIX` and `-PREFIX` (config.c, parse_allowedips).
+            const op = item[0] === "+" || item[0] === "-" ? item[0] : undefined;
+            const c = parseAllowedIp(op ? item.slice(1) : item);
+            if (!c) this.fail(line, `bad CIDR ${quote(item)} in AllowedIPs (expected address/length)`);
+            ips.push(op ? { ...c, op } : c);
+            signed ||= op !== undefined;
+          }
         }
+        // As current wg(8): a line with a signed entry makes the update incremental, a plain line after it
+        // makes it replace the list again (the last line decides).
+        if (signed) delete peer!.replaceAllowedIps;
+        else if (ips.some((c) => c.op !== undefined)) peer!.replaceAllowedIps = true;
         return;
+      }
       case "Endpoint": {
         const ep = parseEndpointSpec(v);
         if (!ep) {
@@ -584,12 +600,23 @@ export const PEER_OUT: Out<PeerConfig> = [
   ["PublicKey", (p) => key(p.publicKey)],
   ["PresharedKey", (p) => p.presharedKeyFile ? null : key(p.presharedKey)],
   ["PresharedKeyFile", (p) => text(p.presharedKeyFile?.path)],
-  ["AllowedIPs", (p) => list(p.allowedIps.map((c) => (c.op ?? "") + formatCidrLikeWg(c)), true)],
+  ["AllowedIPs", allowedIpsOut],
   ["Endpoint", (p) => p.endpoint ? text(formatEndpointSpec(p.endpoint)) : null],
   ["PersistentKeepalive", (p) => num(p.persistentKeepalive, { zeroIsOff: true })],
   ["AllowInbound", (p) => p.allowInbound === undefined ? null : text(formatRules(p.allowInbound))],
   ["AllowOutbound", (p) => p.allowOutbound === undefined ? null : text(formatRules(p.allowOutbound))],
 ];
+
+/**
+ * AllowedIPs on one line, signs as read; a list that replaces after all ({@link PeerConfig.replaceAllowedIps})
+ * on two: up to its last signed entry, then the plain ones after it, so that it reads back the same.
+ */
+function allowedIpsOut(p: PeerConfig): OutValue | null {
+  const items = p.allowedIps.map((c) => (c.op ?? "") + formatCidrLikeWg(c));
+  if (!p.replaceAllowedIps) return list(items, true);
+  const cut = p.allowedIps.findLastIndex((c) => c.op !== undefined) + 1;
+  return { kind: "list", items: [items.slice(0, cut).join(", "), items.slice(cut).join(", ")] };
+}
 
 /** Writes the keys of `table` that `x` has, each through `line` (which spells one key and its value). */
 export function writeKeys<T>(table: Out<T>, x: T, line: (key: string, value: OutValue) => string): string {
@@ -634,6 +661,7 @@ function canonical(c: WgConfig): string {
       p.endpoint ? [p.endpoint.host, p.endpoint.port] : null,
       p.persistentKeepalive ?? null,
       p.allowedIps.map(cidr),
+      p.replaceAllowedIps ?? false,
       p.allowInbound === undefined ? null : formatRules(p.allowInbound),
       p.allowOutbound === undefined ? null : formatRules(p.allowOutbound),
     ]),

@@ -44,7 +44,8 @@ export function configFromDevice(info: DeviceInfo): WgConfig {
  *   key, listen port and fwmark are always sent, as zero/0/0 when the file has none;
  * - `add` (`addconf`): only what the file says; peers are added or updated.
  * Every peer replaces its allowed IPs, unless its AllowedIPs carry a `+` or `-` entry: then they are added and
- * removed one by one (`allowed_ip=-PREFIX`), as current wg(8) does. wg-quick keys are ignored (the caller
+ * removed one by one (`allowed_ip=-PREFIX`), as current wg(8) does, unless a plain AllowedIPs line came after
+ * the last signed one (PeerConfig.replaceAllowedIps): then, as wg(8), the list replaces, signed entries and all. wg-quick keys are ignored (the caller
  * applies them).
  *
  * @param resolve the endpoint for a spec; the default takes IP literals and throws on host names, so cmd/
@@ -75,7 +76,7 @@ export function configToUpdate(
       publicKey: p.publicKey,
       remove: false,
       updateOnly: false,
-      replaceAllowedIps: !isIncremental(p.allowedIps),
+      replaceAllowedIps: p.replaceAllowedIps === true || !isIncremental(p.allowedIps),
       allowedIps: [...p.allowedIps],
     };
     if (p.presharedKey) peer.presharedKey = p.presharedKey;

@@ -9,6 +9,7 @@
  */
 
 import { parse as parseTomlText, TomlError } from "smol-toml";
+import { keyToBase64 } from "./encoding.ts";
 import {
   Builder,
   CANONICAL,
@@ -306,6 +307,16 @@ export function formatToml(cfg: WgConfig, options: FormatOptions = {}): string {
         `${k} ${quote(bad)} cannot be written to TOML: ${problem}`,
       );
     }
+  }
+  // One TOML array is one AllowedIPs line: it cannot say "signed entries, then a plain line that replaces".
+  const split = cfg.peers.find((p) => p.replaceAllowedIps);
+  if (split) {
+    throw new ConfigError(
+      options.file ?? "(config)",
+      0,
+      `the AllowedIPs of peer ${keyToBase64(split.publicKey)} (signed entries, then a plain line, which ` +
+        `replaces the list) cannot be written to TOML, where one array is one line`,
+    );
   }
   let out = `[Interface]\n${writeKeys(INTERFACE_OUT, cfg, tomlLine)}`;
   for (const p of cfg.peers) out += `\n[[Peer]]\n${writeKeys(PEER_OUT, p, tomlLine)}`;

@@ -11,6 +11,7 @@ import { EINVAL, EPROTO, formatGet, formatSet, parseSet } from "../../lib/uapi.t
 import { keyToBase64, keyToHex } from "../../lib/encoding.ts";
 import { dhGenerate, dhPublic } from "../../lib/crypto.ts";
 import { formatConf, parseConf } from "../../lib/conf.ts";
+import { formatToml } from "../../lib/toml.ts";
 import { configToUpdate, syncUpdate } from "../../lib/setconf.ts";
 import { parseAllowedIps, parseSetArgs, UsageError } from "../../cmd/set.ts";
 import { FakeClock, seededRng } from "./_harness.ts";
@@ -174,6 +175,42 @@ Deno.test("config files: + and - AllowedIPs make the peer's update incremental, 
     () => parseConf(`[Peer]\nPublicKey = ${keyToBase64(K1)}\nAllowedIPs = +-10.0.0.0/24\n`),
     /bad CIDR/,
   );
+});
+
+Deno.test("config files: a plain AllowedIPs line after a signed one replaces the list again, as current wg's", () => {
+  // Each AllowedIPs line decides, the last one wins; within one line, one signed entry makes it incremental.
+  const text = `[Interface]\nListenPort = 5000\n[Peer]\nPublicKey = ${keyToBase64(K1)}\n` +
+    `AllowedIPs = -10.0.6.0/24\nAllowedIPs = 10.0.5.0/24\n[Peer]\nPublicKey = ${keyToBase64(K2)}\n` +
+    `AllowedIPs = -10.0.6.0/24, 10.0.5.0/24\n[Peer]\nPublicKey = ${keyToBase64(K3)}\n` +
+    `AllowedIPs = 10.0.1.0/24\nAllowedIPs = +10.0.2.0/24\nAllowedIPs = 10.0.3.0/24\n`;
+  const cfg = parseConf(text);
+  // Recorded from current wg (v1.0.20260223): `wg addconf` of this file to a socket that logs what it reads
+  // (/var/run/wireguard/NAME.sock answering errno=0), with these keys put in.
+  const peers =
+    `public_key=${hex(K1)}\nreplace_allowed_ips=true\nallowed_ip=-10.0.6.0/24\nallowed_ip=10.0.5.0/24\n` +
+    `public_key=${hex(K2)}\nallowed_ip=-10.0.6.0/24\nallowed_ip=10.0.5.0/24\n` +
+    `public_key=${hex(K3)}\nreplace_allowed_ips=true\nallowed_ip=10.0.1.0/24\nallowed_ip=10.0.2.0/24\n` +
+    `allowed_ip=10.0.3.0/24\n`;
+  assert.equal(formatSet(configToUpdate(cfg, "add")), `listen_port=5000\n${peers}`);
+  // Applied to peers that had other prefixes: K1's list is replaced, K2 keeps its others.
+  const { set, table } = device();
+  set(`public_key=${hex(K1)}\nallowed_ip=10.9.1.0/24\npublic_key=${hex(K2)}\nallowed_ip=10.9.2.0/24\n`);
+  const [k1, k2] = peers.split(/(?=public_key=)/);
+  set(k1!);
+  assert.deepEqual(table(), [`${keyToBase64(K1)}\t10.0.5.0/24`, `${keyToBase64(K2)}\t10.9.2.0/24`]);
+  set(k2!); // 10.0.5.0/24 moves to K2
+  assert.deepEqual(table(), [`${keyToBase64(K1)}\t(none)`, `${keyToBase64(K2)}\t10.9.2.0/24 10.0.5.0/24`]);
+  // Written back as .conf it reads back the same (the signed part, then the plain line); TOML cannot say it.
+  const out = formatConf(cfg);
+  assert.match(out, /AllowedIPs = -10\.0\.6\.0\/24\nAllowedIPs = 10\.0\.5\.0\/24\n/);
+  assert.equal(formatSet(configToUpdate(parseConf(out), "add")), `listen_port=5000\n${peers}`);
+  assert.throws(() => formatToml(cfg), /cannot be written to TOML/);
+  // A signed line after the plain one makes it incremental again.
+  const again = parseConf(
+    `[Peer]\nPublicKey = ${keyToBase64(K1)}\nAllowedIPs = -10.0.6.0/24\n` +
+      `AllowedIPs = 10.0.5.0/24\nAllowedIPs = +10.0.7.0/24\n`,
+  );
+  assert.equal(configToUpdate(again, "add").peers[0]!.replaceAllowedIps, false);
 });
 
 Deno.test("syncconf turns off the preshared key and keepalive the file dropped (current wg's request)", () => {
