@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { release } from "node:os";
 import { Buffer } from "node:buffer";
 import process from "node:process";
 import { cannotRun, inNs, Lab, labTest, sh, sleep, tag, typetunCommand, waitExit, wgKeys } from "./_lab.ts";
@@ -218,7 +219,8 @@ function listeningUnixSocket(path: string): number {
  * (WG_TUN_FD=3, WG_UAPI_FD=4), in the foreground or not; then closes its own copies.
  */
 function startHandedOff(lab: Lab, ifname: string, foreground: boolean) {
-  const tun = openTun(ifname, { vnetHdr: true });
+  // Attached with the vnet header and TSO only: the daemon asks for USO itself, as it does for a TUN it opens.
+  const tun = openTun(ifname, { vnetHdr: true, uso: false });
   const sock = `/var/run/wireguard/${ifname}.sock`;
   sh("mkdir -p /var/run/wireguard");
   const uapiFd = listeningUnixSocket(sock);
@@ -280,6 +282,10 @@ labTest(
     inNs(ns1, "ping -c 3 -i 0.2 -W 3 10.244.0.2");
     assert.match(wg(`show ${a}`), /latest handshake/);
     assert.match(lab.logs.get(fg.child)!, new RegExp(`Interface ${a} created`));
+    // The handed-in TUN got the offloads of one the daemon opens (USO since Linux 6.2).
+    const [major, minor] = release().split(".").map(Number) as [number, number];
+    const uso = major > 6 || (major === 6 && minor >= 2);
+    assert.match(lab.logs.get(fg.child)!, uso ? /Offloads: TUN vnet header, TSO on, USO on/ : /TSO on/);
 
     // The socket file belongs to the supervisor; deleting it stops the daemon, which closes the TUN.
     rmSync(fg.sock);
