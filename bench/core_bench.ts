@@ -20,6 +20,8 @@ import {
   REKEY_TIMEOUT,
 } from "../lib/messages.ts";
 import process from "node:process";
+import { copyBytes } from "../lib/bytes.ts";
+import { csumPartial } from "../lib/checksum.ts";
 import { compiledAead, selectAead, selectX25519 } from "../cmd/crypto.ts";
 import { connect, packetAB, pair, peerOf, pump } from "../tests/unit/_harness.ts";
 
@@ -148,6 +150,41 @@ for (const aead of backends()) {
       if (!aead.open(key, 7, 0, sealed, 0, sealed.length)) throw new Error("open failed");
     },
   });
+}
+
+// The per-segment work besides the AEAD on the sending side of a TSO read (lib/gso.ts): the TCP checksum of
+// 1,400 bytes, and the copy into the send batch, between two buffers and within one ArrayBuffer (packet memory,
+// ffi/packet_memory.ts: copyWithin).
+{
+  const memory = new Uint8Array(1 << 20);
+  for (let i = 0; i < memory.length; i++) memory[i] = (i * 7919) & 0xff;
+  const other = new Uint8Array(1 << 20);
+  let k = 0, sink = 0;
+  bench({
+    name: "csumPartial 1400 B",
+    group: "checksum",
+    fn() {
+      sink += csumPartial(memory, 10 + 1440 * (k++ & 31), 1400, 0);
+    },
+  });
+  bench({
+    name: "copyBytes 1400 B, two ArrayBuffers",
+    group: "copy",
+    baseline: true,
+    fn() {
+      const at = 1440 * (k++ & 31);
+      copyBytes(memory, at + 10, other, at + 16, 1400);
+    },
+  });
+  bench({
+    name: "copyBytes 1400 B, one ArrayBuffer (packet memory)",
+    group: "copy",
+    fn() {
+      const at = 1440 * (k++ & 31);
+      copyBytes(memory, at + 10, memory, (1 << 19) + at + 16, 1400);
+    },
+  });
+  if (sink === 0.5) console.log(sink); // keeps the sums alive
 }
 
 // Handshakes cost X25519 first of all (four or five scalar multiplications a side), so they are measured per
