@@ -12,7 +12,7 @@
  * @module
  */
 import { nobleX25519, type TransportAead } from "../lib/crypto.ts";
-import { Verdict } from "../lib/device.ts";
+import { type PacketHook, Verdict } from "../lib/device.ts";
 import {
   DATA_HEADER_LEN,
   MESSAGE_PADDING_MULTIPLE,
@@ -21,6 +21,9 @@ import {
 } from "../lib/messages.ts";
 import process from "node:process";
 import { copyBytes } from "../lib/bytes.ts";
+import { ConnStats } from "../lib/connstats.ts";
+import { Peer } from "../lib/peer.ts";
+import { tcp } from "../tests/unit/_packets.ts";
 import { csumPartial } from "../lib/checksum.ts";
 import { compiledAead, selectAead, selectX25519 } from "../cmd/crypto.ts";
 import { connect, packetAB, pair, peerOf, pump } from "../tests/unit/_harness.ts";
@@ -185,6 +188,51 @@ for (const aead of backends()) {
     },
   });
   if (sink === 0.5) console.log(sink); // keeps the sums alive
+}
+
+// Per-connection statistics (lib/connstats.ts), the device's packet hook, per packet: a bulk TCP flow as a
+// sender's daemon sees it (two data segments out, an acknowledgement in), over IPv4 and IPv6, and four such
+// flows interleaved packet by packet (no two consecutive packets of one flow: the worst case for a cache of
+// the last connection).
+{
+  const peer = new Peer(new Uint8Array(32).fill(9));
+  const flow = (i: number, v6: boolean) => {
+    const [l, r] = v6 ? [`fd00::${i + 1}`, "fd00::99"] : [`10.0.0.${i + 1}`, "10.0.0.99"];
+    return [
+      { out: true, p: tcp(l, 40000 + i, r, 5201, { flags: 0x10, payload: 1348 }) },
+      { out: true, p: tcp(l, 40000 + i, r, 5201, { flags: 0x10, payload: 1348 }) },
+      { out: false, p: tcp(r, 5201, l, 40000 + i, { flags: 0x10 }) },
+    ];
+  };
+  const cases = [
+    { name: "one TCP flow, IPv4", packets: flow(0, false) },
+    { name: "one TCP flow, IPv6", packets: flow(0, true) },
+    {
+      name: "4 TCP flows interleaved, IPv4",
+      packets: [0, 1, 2].flatMap((k) => [0, 1, 2, 3].map((i) => flow(i, false)[k]!)),
+    },
+  ];
+  // The loop alone, with a hook that does nothing, for what the cases above add.
+  const none: PacketHook = { outbound: () => true, inbound: () => true };
+  for (
+    const c of [...cases, {
+      name: "one TCP flow, IPv4, a hook that does nothing",
+      packets: cases[0]!.packets,
+    }]
+  ) {
+    const stats: PacketHook = c.name.includes("nothing") ? none : new ConnStats();
+    let k = 0;
+    bench({
+      name: `connstats hook per packet, ${c.name}`,
+      group: "connstats",
+      baseline: stats === none,
+      fn() {
+        const x = c.packets[k++ % c.packets.length]!;
+        if (x.out) stats.outbound(peer, x.p, 0, x.p.length);
+        else stats.inbound(peer, x.p, 0, x.p.length);
+      },
+    });
+  }
 }
 
 // Handshakes cost X25519 first of all (four or five scalar multiplications a side), so they are measured per

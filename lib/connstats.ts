@@ -16,10 +16,22 @@ import type { PacketHook, Peer } from "./device.ts";
 import { keyFromHex, keyToBase64, keyToHex } from "./encoding.ts";
 import { formatAddress } from "./ip.ts";
 import { escapeLabelValue } from "./metrics.ts";
-import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, KEY_WORDS, parseTuple, Tuple, writeKey } from "./tuple.ts";
+import {
+  Fragment,
+  IPPROTO_ICMP,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  KEY_WORDS,
+  parseTuple,
+  Tuple,
+  writeKey,
+} from "./tuple.ts";
 
 /** Connections kept by default: about 0.5 MB of tables (48 bytes of key and 32 of counters each, and links). */
 export const DEFAULT_CONNECTION_CAPACITY = 4096;
+
+/** Recent connections remembered each way (a power of 2). */
+const LAST_FLOWS = 8;
 
 /** Counter slots per connection and per peer. */
 const TX_PACKETS = 0, TX_BYTES = 1, RX_PACKETS = 2, RX_BYTES = 3, SLOTS = 4;
@@ -65,6 +77,12 @@ export class ConnStats implements PacketHook {
   /** The last peer looked up: traffic comes in runs, so most packets skip the map. */
   #lastPeer: Peer | null = null;
   #lastId = 0;
+  /**
+   * Recent connections each way (see {@link LastFlow}), LAST_FLOWS of them, a packet's place chosen by the low
+   * bytes of its ports: a flow's packets come back to its place, and a few flows interleaved mostly keep theirs.
+   */
+  readonly #lastOut = Array.from({ length: LAST_FLOWS }, () => new LastFlow());
+  readonly #lastIn = Array.from({ length: LAST_FLOWS }, () => new LastFlow());
 
   constructor(capacity = DEFAULT_CONNECTION_CAPACITY) {
     this.table = new ConnTable(capacity);
@@ -82,8 +100,23 @@ export class ConnStats implements PacketHook {
   }
 
   #count(peer: Peer, buf: Uint8Array, off: number, len: number, out: boolean): void {
-    const id = peer === this.#lastPeer ? this.#lastId : this.#idOf(peer);
     const slot = out ? TX_PACKETS : RX_PACKETS;
+    // The ports' low bytes (IPv4 with no options, IPv6 with no extension headers; other packets miss anyway).
+    const ports = off + (buf[off]! >> 4 === 4 ? 20 : 40);
+    const last =
+      (out ? this.#lastOut : this.#lastIn)[(buf[ports + 1]! ^ buf[ports + 3]!) & (LAST_FLOWS - 1)]!;
+    const counts = this.#counts;
+    if (last.peer === peer && last.matches(buf, off, len)) {
+      // The same connection as the last packet this way: its entry is still its own (see LastFlow).
+      const pc = this.#peerCounts, p = last.peerId * SLOTS + slot, i = last.entry;
+      pc[p]!++;
+      pc[p + 1]! += len;
+      this.table.touch(i);
+      counts[i * SLOTS + slot]!++;
+      counts[i * SLOTS + slot + 1]! += len;
+      return;
+    }
+    const id = peer === this.#lastPeer ? this.#lastId : this.#idOf(peer);
     const pc = this.#peerCounts;
     pc[id * SLOTS + slot]!++;
     pc[id * SLOTS + slot + 1]! += len;
@@ -95,12 +128,18 @@ export class ConnStats implements PacketHook {
     let i = table.find(key);
     if (i < 0) {
       i = table.insert(key);
-      this.#counts.fill(0, i * SLOTS, i * SLOTS + SLOTS);
+      counts.fill(0, i * SLOTS, i * SLOTS + SLOTS);
+      // The entry may be an evicted one's, reused: a packet that matches the old connection must miss now.
+      for (let f = 0; f < LAST_FLOWS; f++) {
+        if (this.#lastOut[f]!.entry === i) this.#lastOut[f]!.forget();
+        if (this.#lastIn[f]!.entry === i) this.#lastIn[f]!.forget();
+      }
     } else {
       table.touch(i);
     }
-    this.#counts[i * SLOTS + slot]!++;
-    this.#counts[i * SLOTS + slot + 1]! += len;
+    counts[i * SLOTS + slot]!++;
+    counts[i * SLOTS + slot + 1]! += len;
+    last.remember(peer, id, i, buf, off, t);
   }
 
   #idOf(peer: Peer): number {
@@ -133,6 +172,7 @@ export class ConnStats implements PacketHook {
     }
     if (gone.size === 0) return;
     this.#lastPeer = null;
+    for (const f of [...this.#lastOut, ...this.#lastIn]) f.forget(); // entries move when others are removed
     const table = this.table, counts = this.#counts;
     for (let i = table.size - 1; i >= 0; i--) {
       if (!gone.has(table.keys[i * KEY_WORDS + 1]!)) continue;
@@ -175,6 +215,85 @@ export class ConnStats implements PacketHook {
       rxBytes: a[i * SLOTS + RX_BYTES]!,
     };
   }
+}
+
+/**
+ * The connection the last packet one way was counted under, and the header bytes that name it, so that the next
+ * packet of a bulk transfer (the same connection, packet after packet: data one way, acknowledgements the
+ * other) is counted with a few 32-bit compares, before any parsing or hashing. Only whole TCP and UDP datagrams
+ * with no options (IPv4) or extension headers (IPv6) are remembered: their key follows from contiguous words —
+ * the addresses and the ports, IPv4 bytes 12-23, IPv6 bytes 8-43 — and a packet that compares equal there, with
+ * the same header shape and a transport header as complete as parseTuple demands, has the same key. The entry
+ * number is forgotten when the table hands it to another connection (eviction) or moves entries (prune).
+ */
+class LastFlow {
+  peer: Peer | null = null;
+  peerId = 0;
+  entry = -1;
+  /** 4 or 6; 0 when nothing is remembered. */
+  family = 0;
+  proto = 0;
+  /** What the smaller of the packet's length and its IP length must reach: IP and transport headers. */
+  minLen = 0;
+  /** Words of the addresses and ports, as the packet has them (signed, as `|` makes them). */
+  readonly words = new Int32Array(9);
+
+  forget(): void {
+    this.peer = null;
+    this.entry = -1;
+    this.family = 0;
+  }
+
+  /** Remembers entry `i` for the packet at `buf[off…]` of peer `id`, parsed into `t`, if its shape allows. */
+  remember(peer: Peer, id: number, i: number, buf: Uint8Array, off: number, t: Tuple): void {
+    const b0 = buf[off]!;
+    const plain = (t.proto === IPPROTO_TCP || t.proto === IPPROTO_UDP) && t.fragment === Fragment.None &&
+      (t.family === 4 ? b0 === 0x45 : buf[off + 6] === t.proto);
+    if (!plain) {
+      this.forget();
+      return;
+    }
+    this.peer = peer;
+    this.peerId = id;
+    this.entry = i;
+    this.family = t.family;
+    this.proto = t.proto;
+    const at = off + (t.family === 4 ? 12 : 8), n = t.family === 4 ? 3 : 9;
+    this.minLen = (t.family === 4 ? 20 : 40) + (t.proto === IPPROTO_TCP ? 20 : 8);
+    for (let w = 0; w < n; w++) this.words[w] = word32(buf, at + 4 * w);
+  }
+
+  /** Whether the packet at `buf[off, off+len)` is of the remembered connection (the peer compared apart). */
+  matches(buf: Uint8Array, off: number, len: number): boolean {
+    if (off < 0 || off + len > buf.length) return false;
+    const words = this.words;
+    let total: number;
+    if (this.family === 4) {
+      // Version 4 with no options, not a fragment (offset 0, no more fragments; DF may be set).
+      if (
+        buf[off] !== 0x45 || buf[off + 9] !== this.proto || ((buf[off + 6]! & 0x3f) | buf[off + 7]!) !== 0
+      ) {
+        return false;
+      }
+      if (
+        word32(buf, off + 12) !== words[0] || word32(buf, off + 16) !== words[1] ||
+        word32(buf, off + 20) !== words[2]
+      ) return false;
+      total = (buf[off + 2]! << 8) | buf[off + 3]!;
+    } else if (this.family === 6) {
+      if (buf[off]! >> 4 !== 6 || buf[off + 6] !== this.proto) return false;
+      for (let w = 0; w < 9; w++) if (word32(buf, off + 8 + 4 * w) !== words[w]) return false;
+      total = 40 + ((buf[off + 4]! << 8) | buf[off + 5]!);
+    } else {
+      return false;
+    }
+    return (total < len ? total : len) >= this.minLen;
+  }
+}
+
+/** The big-endian word at `b[i]`, signed (compared, never shown). */
+function word32(b: Uint8Array, i: number): number {
+  return (b[i]! << 24) | (b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!;
 }
 
 /** Orders connections by bytes both ways, the most first. */

@@ -5,9 +5,13 @@ import {
   formatConnectionMetrics,
   formatConnections,
   parseConnections,
+  protoName,
 } from "../../lib/connstats.ts";
+import { keyToHex } from "../../lib/encoding.ts";
+import { formatAddress } from "../../lib/ip.ts";
+import { Peer } from "../../lib/peer.ts";
 import { Verdict } from "../../lib/device.ts";
-import { KEY_WORDS } from "../../lib/tuple.ts";
+import { KEY_WORDS, parseTuple, Tuple } from "../../lib/tuple.ts";
 import { CONNECTIONS_REQUEST_TEXT, UapiReader } from "../../lib/uapi.ts";
 import { connect, deliver, pair, peerOf, send } from "./_harness.ts";
 import { echo, ipPacket, tcp, udp } from "./_packets.ts";
@@ -209,4 +213,186 @@ Deno.test("uapi: get=connections is framed as its own request, split anywhere, b
   }
   const bad = new UapiReader().push("get=connectionz\n\n");
   assert.equal(bad[0]!.op, "error");
+});
+
+// ---- The fast path: recent connections compared by their header bytes (lib/connstats.ts LastFlow) ----
+
+/** A connection's text as the report gives it, for comparing with a model. */
+function recordText(c: { publicKey: Uint8Array; proto: string; local: string; localPort: number }) {
+  const r = c as unknown as Record<string, unknown>;
+  return `${keyToHex(c.publicKey)} ${c.proto} ${c.local} ${c.localPort} ${r.remote} ${r.remotePort}`;
+}
+
+/** The words of an address in a Tuple as bytes. */
+function addressBytes(family: number, w: Uint32Array): Uint8Array {
+  const b = new Uint8Array(family === 4 ? 4 : 16);
+  for (let i = 0; i < b.length; i++) b[i] = (w[i >> 2]! >>> (24 - 8 * (i & 3))) & 0xff;
+  return b;
+}
+
+/**
+ * The statistics as parseTuple defines them, with no cache: a least-recently-used map of connection texts (a
+ * Map keeps insertion order, so re-inserting marks the most recent), capacity `cap`.
+ */
+class Model {
+  readonly conns = new Map<string, number[]>();
+  readonly peers = new Map<string, number[]>();
+  evicted = 0;
+  readonly #t = new Tuple();
+  constructor(readonly cap: number) {}
+
+  count(peer: Peer, buf: Uint8Array, off: number, len: number, out: boolean) {
+    const slot = out ? 0 : 2;
+    const hex = keyToHex(peer.publicKey);
+    const pc = this.peers.get(hex) ?? [0, 0, 0, 0];
+    this.peers.set(hex, pc);
+    pc[slot]!++;
+    pc[slot + 1]! += len;
+    const t = this.#t;
+    if (!parseTuple(t, buf, off, len)) return;
+    const [l, r] = out ? [t.src, t.dst] : [t.dst, t.src];
+    const [lp, rp] = out ? [t.srcPort, t.dstPort] : [t.dstPort, t.srcPort];
+    const text = `${hex} ${protoName(t.proto)} ${formatAddress(addressBytes(t.family, l))} ${lp} ${
+      formatAddress(addressBytes(t.family, r))
+    } ${rp}`;
+    let c = this.conns.get(text);
+    if (c) this.conns.delete(text);
+    else {
+      c = [0, 0, 0, 0];
+      if (this.conns.size === this.cap) {
+        this.conns.delete(this.conns.keys().next().value!);
+        this.evicted++;
+      }
+    }
+    this.conns.set(text, c);
+    c[slot]!++;
+    c[slot + 1]! += len;
+  }
+}
+
+function assertSameAsModel(stats: ConnStats, model: Model, what: string) {
+  const r = stats.report();
+  assert.equal(r.evicted, model.evicted, `${what}: evicted`);
+  const got = new Map(
+    r.connections.map((c) => [recordText(c), [c.txPackets, c.txBytes, c.rxPackets, c.rxBytes]]),
+  );
+  assert.deepEqual(got, new Map([...model.conns].sort()), `${what}: connections`);
+  // The table's recency order is the model's.
+  const recent = stats.table.entries().length;
+  assert.equal(recent, model.conns.size, `${what}: entries`);
+  const peers = new Map(
+    r.peers.map((p) => [keyToHex(p.publicKey), [p.txPackets, p.txBytes, p.rxPackets, p.rxBytes]]),
+  );
+  assert.deepEqual(peers, model.peers, `${what}: peers`);
+}
+
+/** Two peers, a hook, and a model fed the same packets; each packet is copied to `at` in a dirty buffer. */
+function modelled(capacity: number) {
+  const peers = [new Peer(new Uint8Array(32).fill(1)), new Peer(new Uint8Array(32).fill(2))];
+  const stats = new ConnStats(capacity);
+  const model = new Model(capacity);
+  const buf = new Uint8Array(2048).fill(0xee);
+  const feed = (peer: Peer, p: Uint8Array, out: boolean, at = 16, len = p.length) => {
+    buf.set(p, at);
+    if (out) stats.outbound(peer, buf, at, len);
+    else stats.inbound(peer, buf, at, len);
+    model.count(peer, buf, at, len, out);
+  };
+  return { peers, stats, model, feed };
+}
+
+Deno.test("connstats fast path: interleaved flows and a flow that switches peer count as with no cache", () => {
+  const { peers: [p, q], stats, model, feed } = modelled(64);
+  // Ports 1000 and 1256 share a cache place (the same low bytes); 1001 has another.
+  const flows = [
+    tcp("10.0.0.2", 1000, "10.0.0.1", 80, { flags: 0x10, payload: 1000 }),
+    tcp("10.0.0.2", 1256, "10.0.0.1", 80, { flags: 0x10, payload: 1000 }),
+    udp("fd00::2", 1001, "fd00::1", 80, { payload: 500 }),
+    tcp("fd00::2", 1000, "fd00::1", 80, { flags: 0x10, payload: 10 }),
+  ];
+  for (let round = 0; round < 5; round++) {
+    for (const f of flows) {
+      feed(p!, f, true);
+      feed(p!, f, true);
+      feed(p!, f, false); // the same bytes inbound: another connection (local and remote swap)
+    }
+  }
+  // The same packets from the other peer are that peer's connections, though the bytes are the cached ones.
+  for (const f of flows) feed(q!, f, true);
+  feed(p!, flows[0]!, true);
+  assertSameAsModel(stats, model, "interleaved");
+  assert.equal(stats.report().connections.length, 12);
+  const top = stats.report().connections.find((c) =>
+    c.localPort === 1000 && c.local === "10.0.0.2" && keyToHex(c.publicKey) === keyToHex(p!.publicKey)
+  )!;
+  assert.deepEqual([top.txPackets, top.txBytes], [11, 11 * 1040]);
+});
+
+Deno.test("connstats fast path: a cached connection evicted and its entry reused counts into no other", () => {
+  const { peers: [p], stats, model, feed } = modelled(2);
+  const a = tcp("10.0.0.2", 1000, "10.0.0.1", 80, { flags: 0x10, payload: 100 });
+  const b = udp("10.0.0.2", 2000, "10.0.0.1", 53);
+  const c = udp("10.0.0.2", 3000, "10.0.0.1", 53);
+  feed(p!, a, true); // a cached outbound
+  feed(p!, b, false);
+  feed(p!, c, false); // evicts a; c takes its entry
+  feed(p!, a, true); // must not count into c's entry: a is new again (and evicts b)
+  feed(p!, a, true);
+  assertSameAsModel(stats, model, "evicted");
+  const r = stats.report();
+  assert.equal(r.evicted, 2);
+  assert.deepEqual(
+    r.connections.map((x) => [x.localPort, x.remotePort, x.txPackets, x.rxPackets]),
+    [[1000, 80, 2, 0], [53, 3000, 0, 1]],
+  );
+  // A removed peer's connections go: the entries move, and the cache must not follow them.
+  const { peers: [p1, p2], stats: s2, model: m2, feed: f2 } = modelled(8);
+  f2(p1!, a, true);
+  f2(p2!, b, true);
+  f2(p2!, c, true);
+  p1!.dead = true;
+  s2.prune();
+  m2.peers.delete(keyToHex(p1!.publicKey));
+  for (const k of [...m2.conns.keys()]) if (k.startsWith(keyToHex(p1!.publicKey))) m2.conns.delete(k);
+  f2(p2!, c, true);
+  f2(p2!, b, true);
+  assertSameAsModel(s2, m2, "pruned");
+});
+
+Deno.test("connstats fast path: random packets, shapes and lengths agree with parsing every packet", () => {
+  const { peers, stats, model, feed } = modelled(6);
+  let x = 4242;
+  const rnd = (n: number) => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 16) % n;
+  const hosts = [["10.0.0.2", "10.0.0.1"], ["fd00::2", "fd00::1"]];
+  for (let step = 0; step < 6000; step++) {
+    const [l, r] = hosts[rnd(2)]!;
+    const port = [1000, 1256, 1001, 2000, 2512, 3003, 4004, 5005][rnd(8)]!;
+    const kind = rnd(12);
+    let p: Uint8Array;
+    if (kind === 0) p = udp(l!, port, r!, 53, { fragOffset: 0, moreFragments: true, fragId: 7 });
+    else if (kind === 1) p = udp(l!, port, r!, 53, { fragOffset: 10, fragId: 7 });
+    else if (kind === 2) p = echo(l!, r!, port);
+    else if (kind < 7) p = udp(l!, port, r!, 53, { payload: rnd(40) });
+    else p = tcp(l!, port, r!, 443, { flags: 0x10, payload: rnd(40) });
+    if (p[0] === 0x45 && rnd(4) === 0) p[6] |= 0x40; // don't fragment: still a whole datagram
+    if (p[0] === 0x45 && rnd(8) === 0) {
+      // IP options: the ports move 4 bytes on, and the bytes where they were are an option's.
+      const o = new Uint8Array(p.length + 4);
+      o.set(p.subarray(0, 20));
+      o.set([1, 1, 1, 0], 20);
+      o.set(p.subarray(20), 24);
+      o[0] = 0x46;
+      o[2] = o.length >> 8;
+      o[3] = o.length & 0xff;
+      p = o;
+    }
+    let len = p.length;
+    const cut = rnd(10);
+    if (cut === 0) len = 20 + rnd(p.length - 19); // the packet's length short, the buffer still has the rest
+    else if (cut === 1 && p[0] === 0x45) p[3] = 20 + rnd(p.length - 19); // the IP length short
+    else if (cut === 2 && p[0]! >> 4 === 6) p[5] = rnd(p.length - 39);
+    feed(peers[rnd(2)]!, p, rnd(2) === 0, 16 + rnd(3), len);
+    if (step % 500 === 499) assertSameAsModel(stats, model, `step ${step}`);
+  }
+  assert.ok(model.evicted > 100, "the table was full and evicted along the way");
 });
