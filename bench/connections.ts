@@ -1,10 +1,12 @@
 /**
  * What per-connection statistics and per-peer filters (issue 16) cost a bulk transfer: iperf3 TCP through
- * typetun three ways — statistics off (TYPETUN_CONNECTIONS=off) and no filter, statistics on (the default) and
- * no filter, statistics on and both daemons filtering the other peer (B: `allow_inbound=tcp/5248`, A:
- * `allow_outbound=tcp/5248`, so every packet goes through the rule check or the connection state). The three
- * pairs run side by side over one veth (the idle ones cost nothing) and the rounds rotate them, so the
- * machine's other load falls on all alike. Reports each one's median throughput and daemon CPU seconds per GB.
+ * typetun three ways — statistics off (TYPETUN_CONNECTIONS=off) and no filter, statistics on and no filter,
+ * statistics on and both daemons filtering the other peer (B: `allow_inbound=tcp/5248`, A:
+ * `allow_outbound=tcp/5248`, so every packet goes through the rule check or the connection state) — and a
+ * fourth pair set up as the first (off), a control: what two identical pairs differ by is the noise floor
+ * the other differences must rise above. The pairs run side by side over one veth (the idle ones cost nothing)
+ * and the rounds rotate them, so the machine's other load falls on all alike. Reports each one's median
+ * throughput and daemon CPU seconds per GB.
  *
  *   deno run -A bench/connections.ts [--rounds N] [--time S]
  *
@@ -56,8 +58,9 @@ try {
   const quiet = { LOG_LEVEL: "error" };
   const pairs = [
     { name: "off", env: { ...quiet, TYPETUN_CONNECTIONS: "off" }, inner: "10.251.0", filter: false },
-    { name: "on", env: quiet, inner: "10.252.0", filter: false },
-    { name: "filter", env: quiet, inner: "10.253.0", filter: true },
+    { name: "on", env: { ...quiet, TYPETUN_CONNECTIONS: "on" }, inner: "10.252.0", filter: false },
+    { name: "filter", env: { ...quiet, TYPETUN_CONNECTIONS: "on" }, inner: "10.253.0", filter: true },
+    { name: "control", env: { ...quiet, TYPETUN_CONNECTIONS: "off" }, inner: "10.254.0", filter: false },
   ].map((p, i) => ({
     ...p,
     a: { ns: nsA, wg: `c${i}a${t}`, port: 51891 + 2 * i },
@@ -84,6 +87,7 @@ try {
     { label: "statistics off", pair: "off" },
     { label: "statistics on", pair: "on" },
     { label: "statistics on + filter", pair: "filter" },
+    { label: "statistics off, control", pair: "control" },
   ];
   const results = new Map(variants.map((v) => [v.label, [] as Round[]]));
   for (let r = 0; r < rounds; r++) {
