@@ -24,6 +24,7 @@ import { type Clock, type DatagramSink, Device, DROP_REASONS, Verdict } from "..
 import { dropReasonName, type HopSnapshot } from "../lib/metrics.ts";
 import type { Rng, TransportAead, X25519 } from "../lib/crypto.ts";
 import { AllowedIps } from "../lib/allowedips.ts";
+import { copyBytes } from "../lib/bytes.ts";
 import {
   type EndpointSpec,
   formatCidrLikeWg,
@@ -182,8 +183,7 @@ export class HopTransport implements DatagramTransport, DatagramSink {
       }
     } else {
       at = this.lower.reserve(len + HOP_ROOM) + DATA_HEADER_LEN + hdr;
-      if (buf === sb) sb.copyWithin(at, off, off + len);
-      else sb.set(buf.length === len && off === 0 ? buf : buf.subarray(off, off + len), at);
+      copyBytes(buf, off, sb, at, len);
     }
     this.#base = -1;
     this.#id = (this.#id + 1) & 0xffff;

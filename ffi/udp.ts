@@ -575,8 +575,6 @@ export class GsoSendBatch {
    * @param messages most GSO messages per batch (each holds up to `maxSegments` datagrams)
    * @param bytes size of the data buffer (default 64 KB per message)
    * @param maxSegments most datagrams per GSO message, at most {@link GSO_MAX_SEGMENTS} by default
-   */
-  /**
    * @param memory where the datagram buffer is taken from: with the TUN's buffers in the same packet memory
    * (ffi/packet_memory.ts), a TSO segment is copied in with a memmove. Its own pinned buffer without one.
    */
@@ -971,8 +969,6 @@ export class GroRecvBatch {
   /**
    * @param messages most messages per recvmmsg
    * @param slot bytes per message (at least the largest datagram; 65536 for coalesced ones)
-   */
-  /**
    * @param memory where the slots are taken from: with the coalescer's arena in the same packet memory
    * (ffi/packet_memory.ts), a segment is copied into a merged packet with a memmove.
    */
