@@ -10,7 +10,7 @@
  * buffer drops for a slow tcpdump (packet(7), PACKET_RX_RING; tp_drops).
  * @module
  */
-import { csumFold, csumPartial, ipSendCheck, pseudoHeaderSum4, pseudoHeaderSum6 } from "./checksum.ts";
+import { encapsulate, overheadFor, UDP4_OVERHEAD, UDP6_OVERHEAD } from "./udp_tunnel.ts";
 
 /**
  * A bounded queue of byte records kept in `chunkCount` preallocated chunks of `chunkBytes` each, used as a
@@ -156,7 +156,7 @@ export function writeSll2Header(
 
 /** The IP and UDP headers {@link writeUdpHeaders} writes before a datagram of that family. */
 export function udpHeadersLength(family: 4 | 6): number {
-  return (family === 4 ? 20 : 40) + 8;
+  return family === 4 ? UDP4_OVERHEAD : UDP6_OVERHEAD;
 }
 
 /**
@@ -165,7 +165,8 @@ export function udpHeadersLength(family: 4 | 6): number {
  * family). The encrypted datagrams of the data plane have no headers (the socket hands over the payload); a
  * capture gives them these so that it stays one link type (LINKTYPE_RAW, see lib/pcapng.ts) and tcpdump shows
  * them as the UDP they were. The UDP checksum is computed over the datagram at `b[at + headers]`, so call this
- * after the datagram is copied there. TTL/hop limit 64; the IPv4 identification 0 with DF, as Linux sends UDP.
+ * after the datagram is copied there. The headers are multihop's ({@link encapsulate}): TTL/hop limit 64; the
+ * IPv4 identification 0 with DF, as Linux sends UDP.
  * @returns the headers' length
  */
 export function writeUdpHeaders(
@@ -177,54 +178,7 @@ export function writeUdpHeaders(
   dstPort: number,
   len: number,
 ): number {
-  const v4 = src.length === 4;
-  const ip = v4 ? 20 : 40;
-  const udpLen = 8 + len;
-  if (v4) {
-    const total = ip + udpLen;
-    b[at] = 0x45; // version 4, IHL 5
-    b[at + 1] = 0;
-    b[at + 2] = total >>> 8;
-    b[at + 3] = total;
-    b[at + 4] = 0;
-    b[at + 5] = 0;
-    b[at + 6] = 0x40; // DF
-    b[at + 7] = 0;
-    b[at + 8] = 64;
-    b[at + 9] = 17; // UDP
-    for (let i = 0; i < 4; i++) {
-      b[at + 12 + i] = src[i]!;
-      b[at + 16 + i] = dst[i]!;
-    }
-    ipSendCheck(b, at, 20);
-  } else {
-    b[at] = 0x60;
-    b[at + 1] = 0;
-    b[at + 2] = 0;
-    b[at + 3] = 0;
-    b[at + 4] = udpLen >>> 8;
-    b[at + 5] = udpLen;
-    b[at + 6] = 17;
-    b[at + 7] = 64;
-    for (let i = 0; i < 16; i++) {
-      b[at + 8 + i] = src[i]!;
-      b[at + 24 + i] = dst[i]!;
-    }
-  }
-  const u = at + ip;
-  b[u] = srcPort >>> 8;
-  b[u + 1] = srcPort;
-  b[u + 2] = dstPort >>> 8;
-  b[u + 3] = dstPort;
-  b[u + 4] = udpLen >>> 8;
-  b[u + 5] = udpLen;
-  b[u + 6] = 0;
-  b[u + 7] = 0;
-  const pseudo = v4 ? pseudoHeaderSum4(b, at, 17, udpLen) : pseudoHeaderSum6(b, at, 17, udpLen);
-  // A computed 0 is sent as 0xffff: 0 means "no checksum" (RFC 768), which IPv6 forbids (RFC 8200 8.1).
-  const c = csumFold(csumPartial(b, u, udpLen, pseudo));
-  const sum = c === 0 ? 0xffff : c;
-  b[u + 6] = sum >>> 8;
-  b[u + 7] = sum;
-  return ip + 8;
+  const hdr = overheadFor(src);
+  encapsulate(b, at + hdr, len, src, srcPort, dst, dstPort, 0, true);
+  return hdr;
 }

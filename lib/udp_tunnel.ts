@@ -33,6 +33,7 @@ export function overheadFor(addr: Uint8Array): number {
  * checksum. The addresses must be of one family.
  * @param id the IPv4 identification (RFC 6864: unique per source, destination and protocol while a packet
  *   may be fragmented on the way; DF is not set, as the kernel's UDP tunnels do not)
+ * @param df set IPv4's Don't Fragment flag (as Linux sends plain UDP; lib/capture.ts's synthesized headers)
  * @returns where the packet starts: `off - 28` (IPv4) or `off - 48` (IPv6); it is `len + that` bytes long
  */
 export function encapsulate(
@@ -44,6 +45,7 @@ export function encapsulate(
   dst: Uint8Array,
   dstPort: number,
   id: number,
+  df = false,
 ): number {
   const v4 = dst.length === 4;
   if (src.length !== dst.length) throw new Error("encapsulate: source and destination of different families");
@@ -59,7 +61,7 @@ export function encapsulate(
     buf[ip + 3] = total;
     buf[ip + 4] = id >>> 8;
     buf[ip + 5] = id;
-    buf[ip + 6] = 0; // flags and fragment offset: none
+    buf[ip + 6] = df ? 0x40 : 0; // flags (DF or none) and fragment offset 0
     buf[ip + 7] = 0;
     buf[ip + 8] = TTL;
     buf[ip + 9] = IPPROTO_UDP;
