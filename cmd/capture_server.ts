@@ -23,9 +23,8 @@
  * @module
  */
 import { unlinkSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
+import type { Server, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
-import process from "node:process";
 import { setImmediate } from "node:timers";
 import { copyBytes } from "../lib/bytes.ts";
 import {
@@ -54,6 +53,7 @@ import {
 import { UnixStream } from "../ffi/unix_stream.ts";
 import type { DatagramTap, DataPlane } from "./dataplane.ts";
 import type { Logger } from "./log.ts";
+import { listenPrivate } from "./uapi_server.ts";
 
 /**
  * Where `--outer` taps when the tunnel's own datagrams do not reach the socket (multihop, cmd/multihop.ts: the
@@ -415,18 +415,9 @@ export class CaptureServer implements PacketHook, DatagramTap {
     } catch {
       // None left over.
     }
-    return new Promise((resolve, reject) => {
-      const server = createServer({ allowHalfOpen: true });
-      const old = process.umask(0o077);
-      server.once("error", (e) => {
-        process.umask(old);
-        reject(e);
-      });
-      server.listen(path, () => {
-        process.umask(old);
-        resolve(new CaptureServer(server, path, loop, ifname, ifindex, log, outerTap));
-      });
-    });
+    return listenPrivate(path).then((server) =>
+      new CaptureServer(server, path, loop, ifname, ifindex, log, outerTap)
+    );
   }
 
   /** Captures running now. */

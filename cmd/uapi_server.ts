@@ -53,6 +53,27 @@ export interface UapiServerOptions {
   maxRequestBytes?: number;
 }
 
+/**
+ * Listens on `path` (or serves `{ fd }`, a socket already bound and listening) half-open, with umask 077 while
+ * the socket is created, as wireguard-go creates its UAPI socket: only root may connect. The capture socket
+ * (cmd/capture_server.ts) is made the same way.
+ */
+export function listenPrivate(path: string | { fd: number }): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    // Half-open: a client may send its requests and shut down its sending side, then read the replies.
+    const server = createServer({ allowHalfOpen: true });
+    const old = process.umask(0o077);
+    server.once("error", (e) => {
+      process.umask(old);
+      reject(e);
+    });
+    server.listen(path, () => {
+      process.umask(old);
+      resolve(server);
+    });
+  });
+}
+
 /** The listening socket and the connections it serves. */
 export class UapiServer {
   readonly #server: Server;
@@ -82,24 +103,13 @@ export class UapiServer {
     log: Logger,
     options: UapiServerOptions = {},
   ): Promise<UapiServer> {
-    return new Promise((resolve, reject) => {
-      // Half-open: a client may send its requests and shut down its sending side, then read the replies.
-      const server = createServer({ allowHalfOpen: true });
-      // wireguard-go creates the socket with umask 077: only root may configure the interface.
-      const old = process.umask(0o077);
-      server.once("error", (e) => {
-        process.umask(old);
-        reject(e);
-      });
-      server.listen(path, () => {
-        process.umask(old);
-        try {
-          if (typeof path === "string") chmodSync(path, 0o755 & ~0o077);
-        } catch {
-          // The umask already made it private.
-        }
-        resolve(new UapiServer(server, log, options));
-      });
+    return listenPrivate(path).then((server) => {
+      try {
+        if (typeof path === "string") chmodSync(path, 0o755 & ~0o077);
+      } catch {
+        // The umask already made it private.
+      }
+      return new UapiServer(server, log, options);
     });
   }
 
