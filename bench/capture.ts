@@ -15,7 +15,6 @@
  * @module
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import {
@@ -29,6 +28,7 @@ import {
   typetunCommand,
   waitExit,
 } from "../tests/netns/_lab.ts";
+import { cpuSeconds, median, tcpRound } from "./_measure.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -50,17 +50,6 @@ interface Round {
   cpuPerGb: number;
   captured?: number;
   dropped?: number;
-}
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
-/** User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15, in ticks of 1/100 s). */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 const lab = new Lab();
@@ -116,14 +105,7 @@ try {
         client.stderr!.on("data", (d) => (err += d.toString()));
         await sleep(1500); // the client's runtime starts
       }
-      const cpu0 = cpuOf[p.name]!();
-      const out = JSON.parse(
-        inNs(nsA, `iperf3 -c ${p.inner}.2 -p 5247 -t ${seconds} -J`, (seconds + 30) * 1000),
-      );
-      const round: Round = {
-        gbps: out.end.sum_received.bits_per_second / 1e9,
-        cpuPerGb: (cpuOf[p.name]!() - cpu0) / (out.end.sum_received.bytes / 1e9),
-      };
+      const round: Round = tcpRound(nsA, `${p.inner}.2`, 5247, seconds, cpuOf[p.name]!);
       if (client) {
         sh(`kill -INT ${client.pid}`);
         await waitExit(client, 20_000);

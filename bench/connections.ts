@@ -18,7 +18,7 @@ import { spawn } from "node:child_process";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { cannotRun, inNs, joinPair, Lab, sleep, tag } from "../tests/netns/_lab.ts";
-import { cpuSeconds, median } from "./_measure.ts";
+import { cpuSeconds, median, tcpRound } from "./_measure.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -95,14 +95,7 @@ try {
     for (let k = 0; k < variants.length; k++) {
       const v = variants[(r + k) % variants.length]!;
       const p = pairs.find((p) => p.name === v.pair)!;
-      const cpu0 = cpuOf[p.name]!();
-      const out = JSON.parse(
-        inNs(nsA, `iperf3 -c ${p.inner}.2 -p 5248 -t ${seconds} -J`, (seconds + 30) * 1000),
-      );
-      const round = {
-        gbps: out.end.sum_received.bits_per_second / 1e9,
-        cpuPerGb: (cpuOf[p.name]!() - cpu0) / (out.end.sum_received.bytes / 1e9),
-      };
+      const round = tcpRound(nsA, `${p.inner}.2`, 5248, seconds, cpuOf[p.name]!);
       results.get(v.label)!.push(round);
       console.log(
         `round ${r + 1}: ${v.label.padEnd(24)} ${round.gbps.toFixed(3)} Gbit/s, ${

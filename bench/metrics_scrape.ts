@@ -14,10 +14,10 @@
  * @module
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { cannotRun, inNs, joinPair, Lab, sleep, tag } from "../tests/netns/_lab.ts";
+import { cpuSeconds, median, tcpRound } from "./_measure.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -34,17 +34,6 @@ const METRICS = "127.0.0.1:9586";
 interface Round {
   gbps: number;
   cpuPerGb: number;
-}
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
-/** User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15, in ticks of 1/100 s). */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** Scrapes /metrics in `ns` once a second until stopped; collects each scrape's time in ms. */
@@ -105,15 +94,7 @@ try {
       const p = pairs.find((p) => p.name === v.pair)!;
       const scrapers = v.scrape ? [scraper(nsA, scrapeMs), scraper(nsB, scrapeMs)] : [];
       scrapers.forEach((s) => lab.children.push(s));
-      const cpu0 = cpuOf[p.name]!();
-      const out = JSON.parse(
-        inNs(nsA, `iperf3 -c ${p.inner}.2 -p 5248 -t ${seconds} -J`, (seconds + 30) * 1000),
-      );
-      // The daemons' CPU time per GB received: steadier than throughput on a machine whose cores are shared.
-      const round = {
-        gbps: out.end.sum_received.bits_per_second / 1e9,
-        cpuPerGb: (cpuOf[p.name]!() - cpu0) / (out.end.sum_received.bytes / 1e9),
-      };
+      const round = tcpRound(nsA, `${p.inner}.2`, 5248, seconds, cpuOf[p.name]!);
       for (const s of scrapers) s.kill("SIGKILL");
       results.get(v.label)!.push(round);
       console.log(

@@ -18,6 +18,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { cannotRun, inNs, Lab, sleep } from "../tests/netns/_lab.ts";
 import { multihopTopology, type Topology } from "../tests/netns/_multihop.ts";
+import { median } from "./_measure.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -29,11 +30,6 @@ if (skip) {
   console.error(`bench/multihop.ts: ${skip}`);
   process.exit(1);
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** One iperf3 run from the client to the target; Mbit/s received. */
 function iperf(topo: Topology): number {

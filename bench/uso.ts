@@ -12,6 +12,7 @@ import { parseArgs } from "node:util";
 import { writeFileSync } from "node:fs";
 import process from "node:process";
 import { Lab, sh, tag, wgKeys, wgSet } from "../tests/netns/_lab.ts";
+import { median } from "./_measure.ts";
 
 const { values } = parseArgs({
   options: {
@@ -139,7 +140,6 @@ for (let r = 1; r <= rounds; r++) {
     results.set(name, [...(results.get(name) ?? []), res]);
   }
 }
-const median = (xs: number[]) => xs.slice().sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
 for (const [name, rs] of results) {
   console.log(
     `${name}: median ${median(rs.map((x) => x.mbps)).toFixed(0)} Mbit/s, ${

@@ -14,6 +14,7 @@ import { type Clock, Device, Verdict } from "../lib/device.ts";
 import { Endpoint, parseCidr } from "../lib/ip.ts";
 import { DATA_HEADER_LEN } from "../lib/messages.ts";
 import { keyToBase64 } from "../lib/encoding.ts";
+import { addPeerUpdate } from "../lib/uapi.ts";
 import { selectAead } from "./crypto.ts";
 import { selfCommand } from "./daemon.ts";
 import { systemRng } from "./keys.ts";
@@ -44,17 +45,7 @@ function makeNode(name: string, last: number): Node {
 }
 
 function peerWith(x: Node, y: Node, allowed: string): void {
-  x.device.apply({
-    replacePeers: false,
-    peers: [{
-      publicKey: y.publicKey,
-      remove: false,
-      updateOnly: false,
-      endpoint: y.endpoint,
-      replaceAllowedIps: true,
-      allowedIps: [parseCidr(allowed)!],
-    }],
-  });
+  x.device.apply(addPeerUpdate(y.publicKey, y.endpoint, [parseCidr(allowed)!]));
 }
 
 /** Carries every queued datagram across; returns how many handshake messages moved. */

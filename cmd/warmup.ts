@@ -22,6 +22,7 @@ import { dhGenerate, dhPublic, type Rng, type TransportAead, type X25519 } from 
 import { Device } from "../lib/device.ts";
 import { Endpoint, parseCidr } from "../lib/ip.ts";
 import { VNET_HDR_LEN } from "../lib/gso.ts";
+import { addPeerUpdate } from "../lib/uapi.ts";
 import { UdpBind, type UdpOffloads } from "../ffi/udp.ts";
 import { PacketMemory } from "../ffi/packet_memory.ts";
 import { ChannelWaker, MemoryNetwork } from "./channel.ts";
@@ -217,17 +218,7 @@ function makePair(opts: WarmupOptions): [Side, Side] {
     throw e;
   }
   const link = (x: Side, y: Side, addr: number[]) =>
-    x.device.apply({
-      replacePeers: false,
-      peers: [{
-        publicKey: y.publicKey,
-        remove: false,
-        updateOnly: false,
-        endpoint: y.endpoint,
-        replaceAllowedIps: true,
-        allowedIps: [parseCidr(`${addr.join(".")}/32`)!],
-      }],
-    });
+    x.device.apply(addPeerUpdate(y.publicKey, y.endpoint, [parseCidr(`${addr.join(".")}/32`)!]));
   link(a, b, ADDR_B);
   link(b, a, ADDR_A);
   return [a, b];

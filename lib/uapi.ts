@@ -87,6 +87,28 @@ export interface DeviceUpdate {
   peers: PeerUpdate[];
 }
 
+/**
+ * A set request that adds one peer (or updates it) with `endpoint` and exactly `allowedIps`: how the in-process
+ * pairs (the warm-up, the demo, the unit tests) wire two devices to each other.
+ */
+export function addPeerUpdate(
+  publicKey: Uint8Array,
+  endpoint: Endpoint,
+  allowedIps: Cidr[],
+  presharedKey?: Uint8Array,
+): DeviceUpdate {
+  const peer: PeerUpdate = {
+    publicKey,
+    remove: false,
+    updateOnly: false,
+    endpoint,
+    replaceAllowedIps: true,
+    allowedIps,
+  };
+  if (presharedKey) peer.presharedKey = presharedKey;
+  return { replacePeers: false, peers: [peer] };
+}
+
 export interface PeerInfo {
   publicKey: Uint8Array;
   presharedKey: Uint8Array | null;

@@ -4,6 +4,7 @@
 import { dhGenerate, dhPublic, type Rng } from "../../lib/crypto.ts";
 import { type Clock, Device, type DeviceOptions, type Peer, Verdict } from "../../lib/device.ts";
 import { Endpoint, parseCidr } from "../../lib/ip.ts";
+import { addPeerUpdate } from "../../lib/uapi.ts";
 
 export class FakeClock implements Clock {
   t = 1_000_000;
@@ -106,18 +107,8 @@ export function pair(
   const a = make(1000, 1, optsA);
   const b = make(2000, 2, optsB);
   const link = (x: Side, y: Side, ip: string) => {
-    x.device.apply({
-      replacePeers: false,
-      peers: [{
-        publicKey: y.publicKey,
-        remove: false,
-        updateOnly: false,
-        endpoint: y.endpoint,
-        replaceAllowedIps: true,
-        allowedIps: [parseCidr(ip)!, parseCidr("fd00::" + ip.split("/")[0]!.split(".")[3] + "/128")!],
-        ...(opts.psk ? { presharedKey: opts.psk } : {}),
-      }],
-    });
+    const v6 = parseCidr("fd00::" + ip.split("/")[0]!.split(".")[3] + "/128")!;
+    x.device.apply(addPeerUpdate(y.publicKey, y.endpoint, [parseCidr(ip)!, v6], opts.psk));
   };
   link(a, b, "10.0.0.2/32");
   link(b, a, "10.0.0.1/32");
