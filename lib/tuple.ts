@@ -9,9 +9,10 @@
  * @module
  */
 
+import { IPPROTO_TCP, IPPROTO_UDP } from "./gso.ts";
+
+export { IPPROTO_TCP, IPPROTO_UDP };
 export const IPPROTO_ICMP = 1;
-export const IPPROTO_TCP = 6;
-export const IPPROTO_UDP = 17;
 export const IPPROTO_ICMPV6 = 58;
 
 /** Whether (and which) fragment of a datagram a packet is (RFC 791 section 3.2, RFC 8200 section 4.5). */

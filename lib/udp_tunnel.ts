@@ -10,11 +10,9 @@
  * @module
  */
 import { csumFold, csumPartial, ipSendCheck, pseudoHeaderSum4, pseudoHeaderSum6 } from "./checksum.ts";
+import { IPPROTO_UDP, UDP_HEADER_LEN } from "./gso.ts";
 import { IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, IPV6_DST, IPV6_HEADER_LEN, IPV6_SRC } from "./ip.ts";
 
-export const UDP_HEADER_LEN = 8;
-/** IANA protocol number of UDP (RFC 768). */
-export const IPPROTO_UDP = 17;
 /** What the headers add: 28 bytes over IPv4, 48 over IPv6. */
 export const UDP4_OVERHEAD = IPV4_HEADER_LEN + UDP_HEADER_LEN;
 export const UDP6_OVERHEAD = IPV6_HEADER_LEN + UDP_HEADER_LEN;
